@@ -1,0 +1,99 @@
+//! The node's listeners: the read/control API on a Unix socket (local
+//! readers: fuse-client, `dataset-ctl cat`) and on TCP (operators on other
+//! hosts), both speaking framed `shoal.v1` messages; and the HTTP admin
+//! endpoint (`/healthz`, `/readyz`, `/metrics`).
+//!
+//! Every connection is a task in the server's `JoinSet`, and every server
+//! stops on the node's cancellation token, so shutdown waits for in-flight
+//! requests instead of abandoning them.
+
+pub mod admin;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use shoal_proto::{read_frame, v1, write_frame};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+
+async fn serve_conn<S>(node: Arc<Node>, mut stream: S, cancel: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let req = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = read_frame::<v1::Request, _>(&mut stream) => r,
+        };
+        let req = match req {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping connection");
+                let resp = v1::Response::error(v1::ErrorCode::InvalidArgument, e.to_string());
+                let _ = write_frame(&mut stream, &resp).await;
+                return;
+            }
+        };
+        let resp = node.handle(req).await;
+        if let Err(e) = write_frame(&mut stream, &resp).await {
+            tracing::debug!(error = %e, "client went away");
+            return;
+        }
+    }
+}
+
+/// Serves the API on a Unix socket until cancelled.
+pub async fn serve_unix(
+    node: Arc<Node>,
+    path: &Path,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                conns.spawn(serve_conn(node.clone(), stream, cancel.clone()));
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+/// Serves the API on TCP until cancelled.
+pub async fn serve_tcp(
+    node: Arc<Node>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                let _ = stream.set_nodelay(true);
+                conns.spawn(serve_conn(node.clone(), stream, cancel.clone()));
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}

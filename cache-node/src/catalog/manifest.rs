@@ -1,0 +1,167 @@
+//! Building a manifest version from an origin listing.
+
+use std::collections::BTreeMap;
+
+use shoal_proto::v1;
+
+use super::{clean_path, Spec};
+use crate::index::FileVersionId;
+use crate::origin::{ObjectKind, ObjectMeta};
+
+/// Identity of one version of an object's bytes.
+///
+/// Derived from the object's full location (endpoint, source and path, so
+/// two datasets over overlapping prefixes agree), its version evidence (ETag
+/// and version id when the origin has them, else size and mtime) and the
+/// chunk size (chunk boundaries are part of the layout).
+pub fn file_version_id(spec: &Spec, obj: &ObjectMeta) -> FileVersionId {
+    let mut h = blake3::Hasher::new();
+    let location = format!("{}\0{}/{}", spec.s3_endpoint, spec.source, obj.path);
+    h.update(location.as_bytes());
+    h.update(b"\0");
+    if obj.etag.is_empty() {
+        h.update(format!("size={} mtime={}", obj.size, obj.mtime_nanos).as_bytes());
+    } else {
+        h.update(format!("etag={} version={} size={}", obj.etag, obj.version_id, obj.size).as_bytes());
+    }
+    h.update(format!("\0chunk={}", spec.chunk_size).as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    FileVersionId(id)
+}
+
+/// Turns a listing into manifest entries: the root, every directory
+/// (explicit or implied by a key), every file and symlink. Keys that cannot
+/// be a POSIX path ("a//b", "..") are skipped and returned for reporting.
+pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<String>) {
+    let mut entries: BTreeMap<String, v1::FileEntry> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    let dir_entry = |path: &str, mtime: i64| v1::FileEntry {
+        path: path.to_string(),
+        kind: v1::FileKind::Directory as i32,
+        mode: 0o40555,
+        mtime_nanos: mtime,
+        ..Default::default()
+    };
+    entries.insert(String::new(), dir_entry("", 0));
+    for obj in objects {
+        let Ok(path) = clean_path(&obj.path) else {
+            skipped.push(obj.path);
+            continue;
+        };
+        if path.is_empty() {
+            continue;
+        }
+        // Implied parent directories.
+        let mut parent = path.as_str();
+        while let Some((p, _)) = parent.rsplit_once('/') {
+            entries
+                .entry(p.to_string())
+                .or_insert_with(|| dir_entry(p, obj.mtime_nanos));
+            parent = p;
+        }
+        let entry = match obj.kind {
+            ObjectKind::Directory => dir_entry(&path, obj.mtime_nanos),
+            ObjectKind::File | ObjectKind::Symlink => v1::FileEntry {
+                path: path.clone(),
+                kind: if obj.kind == ObjectKind::File {
+                    v1::FileKind::File
+                } else {
+                    v1::FileKind::Symlink
+                } as i32,
+                size: obj.size,
+                mtime_nanos: obj.mtime_nanos,
+                mode: obj.mode,
+                etag: obj.etag.clone(),
+                version_id: obj.version_id.clone(),
+                symlink_target: obj.symlink_target.clone(),
+                file_version: if obj.kind == ObjectKind::File {
+                    file_version_id(spec, &obj).0.to_vec()
+                } else {
+                    Vec::new()
+                },
+                chunk_size: spec.chunk_size,
+            },
+        };
+        // A file and a directory of the same name (possible in S3): keep the directory.
+        match entries.get(&path) {
+            Some(e) if e.kind() == v1::FileKind::Directory => {
+                if entry.kind() != v1::FileKind::Directory {
+                    skipped.push(path);
+                }
+            }
+            _ => {
+                entries.insert(path, entry);
+            }
+        }
+    }
+    (entries.into_values().collect(), skipped)
+}
+
+/// Rebuilds the origin's view of a manifest file entry, for reads.
+pub fn object_of(entry: &v1::FileEntry) -> ObjectMeta {
+    ObjectMeta {
+        path: entry.path.clone(),
+        kind: ObjectKind::File,
+        size: entry.size,
+        mtime_nanos: entry.mtime_nanos,
+        mode: entry.mode,
+        etag: entry.etag.clone(),
+        version_id: entry.version_id.clone(),
+        symlink_target: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            name: "d".into(),
+            source: "s3://b/p".into(),
+            s3_endpoint: String::new(),
+            region: String::new(),
+            chunk_size: 1 << 20,
+            tier_policy: String::new(),
+            pin: false,
+        }
+    }
+
+    fn obj(path: &str, etag: &str) -> ObjectMeta {
+        ObjectMeta {
+            path: path.into(),
+            kind: ObjectKind::File,
+            size: 10,
+            mtime_nanos: 5,
+            mode: 0o100444,
+            etag: etag.into(),
+            version_id: String::new(),
+            symlink_target: String::new(),
+        }
+    }
+
+    #[test]
+    fn implied_directories_and_bad_keys() {
+        let (entries, skipped) = build(&spec(), vec![obj("a/b/c.bin", "e1"), obj("a//x", "e2"), obj("top", "e3")]);
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["", "a", "a/b", "a/b/c.bin", "top"]);
+        assert_eq!(skipped, vec!["a//x".to_string()]);
+    }
+
+    #[test]
+    fn file_version_follows_etag_and_location() {
+        let s = spec();
+        assert_eq!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("x", "e")));
+        assert_ne!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("x", "f")));
+        assert_ne!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("y", "e")));
+        // The same object seen through a narrower prefix has the same identity.
+        let mut narrow = spec();
+        narrow.source = "s3://b/p/sub".into();
+        assert_eq!(file_version_id(&s, &obj("sub/x", "e")), file_version_id(&narrow, &obj("x", "e")));
+        // Without an ETag, mtime pins the version.
+        let mut touched = obj("x", "");
+        touched.mtime_nanos += 1;
+        assert_ne!(file_version_id(&s, &obj("x", "")), file_version_id(&s, &touched));
+    }
+}

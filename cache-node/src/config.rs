@@ -1,0 +1,195 @@
+//! The node's configuration file (TOML) and its defaults.
+//!
+//! `Config::default()` is a working single-machine node: index under
+//! `/var/lib/shoal`, a 2 GiB memory tier in `/dev/shm/shoal`, a 20 GiB disk
+//! tier under the data directory, the control API on 127.0.0.1:7070 and the
+//! admin endpoint on 127.0.0.1:9464. Every field may be omitted.
+//!
+//! ```toml
+//! data_dir = "/var/lib/shoal"
+//! listen = "0.0.0.0:7070"
+//! admin = "0.0.0.0:9464"
+//! [memory]
+//! dir = "/dev/shm/shoal"
+//! quota = "8GiB"
+//! high_watermark = 0.95
+//! low_watermark = 0.70
+//! [disk]
+//! quota = "200GiB"
+//! [labels]
+//! zone = "us-east-1a"
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::node::NodeConfig;
+use crate::store::{StoreConfig, TierConfig};
+
+/// A size written as bytes or with a unit ("4GiB").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => shoal_proto::units::parse_size(&s)
+                .map(Size)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One tier's section.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TierSection {
+    /// Directory of the backing files.
+    pub dir: Option<PathBuf>,
+    /// Byte quota; 0 disables the tier.
+    pub quota: Option<Size>,
+    /// Fraction of the quota at which eviction starts (default 0.95).
+    pub high_watermark: Option<f64>,
+    /// Fraction of the quota eviction frees down to (default 0.70).
+    pub low_watermark: Option<f64>,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the index and (by default) the disk tier.
+    pub data_dir: Option<PathBuf>,
+    /// Control API TCP address.
+    pub listen: Option<String>,
+    /// Admin HTTP address.
+    pub admin: Option<String>,
+    /// Read API Unix socket (default `<data_dir>/node.sock`).
+    pub socket: Option<PathBuf>,
+    /// Node name (default: the host name).
+    pub name: Option<String>,
+    #[serde(default)]
+    pub memory: TierSection,
+    #[serde(default)]
+    pub disk: TierSection,
+    /// Concurrent origin requests (default 16).
+    pub origin_concurrency: Option<usize>,
+    /// Labels shown by `dataset-ctl nodes`.
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+}
+
+/// Everything the binary needs to start.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub node: NodeConfig,
+    pub listen: String,
+    pub admin: String,
+    pub socket: PathBuf,
+}
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/shoal";
+pub const DEFAULT_MEMORY_DIR: &str = "/dev/shm/shoal";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+const DEFAULT_MEMORY_QUOTA: u64 = 2 << 30;
+const DEFAULT_DISK_QUOTA: u64 = 20 << 30;
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors (a typo must not be ignored).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    /// Applies defaults and checks values.
+    pub fn resolve(self) -> Result<Resolved, String> {
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tier = |s: &TierSection, dir: PathBuf, quota: u64, what: &str| -> Result<Option<TierConfig>, String> {
+            let quota = s.quota.map_or(quota, |q| q.0);
+            let high = s.high_watermark.unwrap_or(0.95);
+            let low = s.low_watermark.unwrap_or(0.70);
+            if !(0.0 < low && low <= high && high <= 1.0) {
+                return Err(format!(
+                    "{what} watermarks must satisfy 0 < low ({low}) <= high ({high}) <= 1"
+                ));
+            }
+            Ok((quota > 0).then(|| TierConfig {
+                dir: s.dir.clone().unwrap_or(dir),
+                quota,
+                high,
+                low,
+            }))
+        };
+        let memory = tier(&self.memory, PathBuf::from(DEFAULT_MEMORY_DIR), DEFAULT_MEMORY_QUOTA, "memory")?;
+        let disk = tier(&self.disk, data_dir.join("chunks"), DEFAULT_DISK_QUOTA, "disk")?;
+        if memory.is_none() && disk.is_none() {
+            return Err("both tiers have a zero quota: nothing could be cached".into());
+        }
+        if let (Some(m), Some(d)) = (&memory, &disk) {
+            if m.dir == d.dir {
+                return Err(format!("memory and disk tiers share the directory {}", m.dir.display()));
+            }
+        }
+        let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let name = self.name.unwrap_or_else(hostname);
+        Ok(Resolved {
+            socket: self.socket.unwrap_or_else(|| data_dir.join("node.sock")),
+            admin: self.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string()),
+            node: NodeConfig {
+                data_dir,
+                name,
+                advertise: listen.clone(),
+                store: StoreConfig {
+                    memory,
+                    disk,
+                    origin_concurrency: self.origin_concurrency.unwrap_or(16),
+                    read_concurrency: 8,
+                },
+                labels: self.labels,
+            },
+            listen,
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_working_node() {
+        let r = Config::default().resolve().unwrap();
+        let s = &r.node.store;
+        assert_eq!(s.memory.as_ref().unwrap().quota, 2 << 30);
+        assert_eq!(s.disk.as_ref().unwrap().dir, PathBuf::from("/var/lib/shoal/chunks"));
+        assert_eq!(r.socket, PathBuf::from("/var/lib/shoal/node.sock"));
+    }
+
+    #[test]
+    fn parses_units_and_rejects_typos_and_bad_watermarks() {
+        let c: Config = toml::from_str("[memory]\nquota = \"1GiB\"\n[disk]\nquota = 0\n").unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.node.store.memory.unwrap().quota, 1 << 30);
+        assert!(r.node.store.disk.is_none());
+        assert!(toml::from_str::<Config>("dataa_dir = \"/x\"").is_err());
+        let c: Config = toml::from_str("[memory]\nhigh_watermark = 0.5\nlow_watermark = 0.9\n").unwrap();
+        assert!(c.resolve().is_err());
+    }
+}

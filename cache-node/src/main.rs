@@ -1,0 +1,199 @@
+//! `cache-node`: the Shoal daemon on every GPU host.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shoal_cache_node::config::{Config, Size};
+use shoal_cache_node::metrics::Metrics;
+use shoal_cache_node::{api, node::Node};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Shoal cache node: caches datasets from S3 or local directories in a
+/// memory and a disk tier and serves them to local readers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; flags override it.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory of the index and the default disk tier.
+    #[arg(long, help_heading = "Storage")]
+    data_dir: Option<PathBuf>,
+    /// Memory tier directory (a tmpfs).
+    #[arg(long, help_heading = "Storage")]
+    memory_dir: Option<PathBuf>,
+    /// Memory tier quota, e.g. 2GiB; 0 disables the tier.
+    #[arg(long, value_parser = parse_size, help_heading = "Storage")]
+    memory_quota: Option<u64>,
+    /// Disk tier directory.
+    #[arg(long, help_heading = "Storage")]
+    disk_dir: Option<PathBuf>,
+    /// Disk tier quota, e.g. 100GiB; 0 disables the tier.
+    #[arg(long, value_parser = parse_size, help_heading = "Storage")]
+    disk_quota: Option<u64>,
+    /// Control API address (TCP).
+    #[arg(long, help_heading = "Network")]
+    listen: Option<String>,
+    /// Admin HTTP address (/healthz, /readyz, /metrics).
+    #[arg(long, help_heading = "Network")]
+    admin: Option<String>,
+    /// Read API Unix socket path.
+    #[arg(long, help_heading = "Network")]
+    socket: Option<PathBuf>,
+    /// Node name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "SHOAL_LOG_FORMAT")]
+    log_format: String,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    shoal_proto::units::parse_size(s)
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHOAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("shoal-node")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cache-node: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("cache-node: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => Config::load(p).map_err(anyhow::Error::msg)?,
+        None => Config::default(),
+    };
+    if args.data_dir.is_some() {
+        cfg.data_dir = args.data_dir;
+    }
+    if args.memory_dir.is_some() {
+        cfg.memory.dir = args.memory_dir;
+    }
+    if let Some(q) = args.memory_quota {
+        cfg.memory.quota = Some(Size(q));
+    }
+    if args.disk_dir.is_some() {
+        cfg.disk.dir = args.disk_dir;
+    }
+    if let Some(q) = args.disk_quota {
+        cfg.disk.quota = Some(Size(q));
+    }
+    if args.listen.is_some() {
+        cfg.listen = args.listen;
+    }
+    if args.admin.is_some() {
+        cfg.admin = args.admin;
+    }
+    if args.socket.is_some() {
+        cfg.socket = args.socket;
+    }
+    if args.name.is_some() {
+        cfg.name = args.name;
+    }
+    let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
+
+    let metrics = Arc::new(Metrics::default());
+    let node = Node::open(resolved.node.clone(), metrics).context("opening node state")?;
+    let listener = tokio::net::TcpListener::bind(&resolved.listen)
+        .await
+        .with_context(|| format!("binding control API on {}", resolved.listen))?;
+    let admin = tokio::net::TcpListener::bind(&resolved.admin)
+        .await
+        .with_context(|| format!("binding admin endpoint on {}", resolved.admin))?;
+
+    let cancel = CancellationToken::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    {
+        let (n, c, p) = (node.clone(), cancel.clone(), resolved.socket.clone());
+        tasks.spawn(async move { api::serve_unix(n, &p, c).await.context("read API socket") });
+    }
+    {
+        let (n, c) = (node.clone(), cancel.clone());
+        tasks.spawn(async move { api::serve_tcp(n, listener, c).await.context("control API") });
+    }
+    {
+        let (n, c, r) = (node.clone(), cancel.clone(), ready.clone());
+        tasks.spawn(async move { api::admin::serve(n, admin, r, c).await.context("admin endpoint") });
+    }
+    {
+        let (n, c) = (node.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = c.cancelled() => return Ok(()),
+                    _ = tick.tick() => {
+                        if let Err(e) = n.store().flush_access() {
+                            tracing::warn!(error = %e, "persisting access statistics failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(
+        name = %resolved.node.name,
+        listen = %resolved.listen,
+        admin = %resolved.admin,
+        socket = %resolved.socket.display(),
+        "cache-node ready"
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut result = Ok(());
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        Some(r) = tasks.join_next() => {
+            result = r.context("server task panicked").and_then(|r| r);
+        }
+    }
+    ready.store(false, Ordering::SeqCst);
+    cancel.cancel();
+    while let Some(r) = tasks.join_next().await {
+        if let Err(e) = r.context("server task panicked").and_then(|r| r) {
+            tracing::warn!("{e:#}");
+        }
+    }
+    node.store().flush_access()?;
+    tracing::info!("cache-node stopped");
+    result
+}

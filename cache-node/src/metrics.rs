@@ -1,0 +1,78 @@
+//! Every Prometheus metric the node exports, named in one place.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// Node metrics. Counters get Prometheus' `_total` suffix when encoded.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Chunk reads served from a tier, by `tier`.
+    pub hits: Family<Labels, Counter>,
+    /// Chunk reads that found the chunk in no tier.
+    pub misses: Counter,
+    /// Bytes received from origins.
+    pub origin_bytes: Counter,
+    /// Origin range requests, by `result` (ok, error, changed).
+    pub origin_requests: Family<Labels, Counter>,
+    /// Chunks moved out of a tier, by `tier` and `action` (demote, drop).
+    pub evictions: Family<Labels, Counter>,
+    /// Bytes resident per `tier`.
+    pub tier_bytes: Family<Labels, Gauge>,
+    /// Quota per `tier`.
+    pub tier_capacity: Family<Labels, Gauge>,
+    /// Chunks whose hash was already resident elsewhere (identical bytes).
+    pub dedup_chunks: Counter,
+    /// Chunks filled by copying identical bytes already resident on this node.
+    pub dedup_fills: Counter,
+    /// Reads served without caching because no tier had room.
+    pub uncached_reads: Counter,
+    /// Requests handled by the read/control API, by `op`.
+    pub api_requests: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// Encodes everything in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut registry = Registry::default();
+        let reg = registry.sub_registry_with_prefix("shoal");
+        reg.register("cache_hits", "Chunk reads served from a tier", self.hits.clone());
+        reg.register("cache_misses", "Chunk reads that missed every tier", self.misses.clone());
+        reg.register("origin_bytes", "Bytes received from origins", self.origin_bytes.clone());
+        reg.register(
+            "origin_requests",
+            "Origin range requests by result",
+            self.origin_requests.clone(),
+        );
+        reg.register("evictions", "Chunks evicted by tier and action", self.evictions.clone());
+        reg.register("tier_bytes", "Bytes resident per tier", self.tier_bytes.clone());
+        reg.register(
+            "tier_capacity_bytes",
+            "Quota per tier",
+            self.tier_capacity.clone(),
+        );
+        reg.register(
+            "dedup_chunks",
+            "Fetched chunks whose hash was already resident",
+            self.dedup_chunks.clone(),
+        );
+        reg.register(
+            "dedup_fills",
+            "Chunks filled from identical resident bytes instead of the origin",
+            self.dedup_fills.clone(),
+        );
+        reg.register(
+            "uncached_reads",
+            "Reads served without caching because no tier had room",
+            self.uncached_reads.clone(),
+        );
+        reg.register("api_requests", "API requests by op", self.api_requests.clone());
+        let mut out = String::new();
+        encode(&mut out, &registry).expect("writing to a String cannot fail");
+        out
+    }
+}

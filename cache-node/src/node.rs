@@ -1,0 +1,470 @@
+//! The node service: one place that turns API requests into catalog,
+//! origin and store operations, and maps every subsystem error to a wire
+//! error code.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
+use tokio::sync::Mutex;
+
+use crate::catalog::{self, manifest, Catalog, CatalogError, DatasetRecord, Spec};
+use crate::index::{FileVersionId, Index, IndexError};
+use crate::metrics::Metrics;
+use crate::origin::{self, OriginError, OriginSettings, SharedOrigin};
+use crate::store::{ChunkStore, FileRef, StoreConfig, StoreError};
+
+/// Largest range one read request may ask for.
+pub const MAX_READ: u64 = 64 << 20;
+/// Symlink hops followed when resolving a path for reading.
+const MAX_SYMLINK_HOPS: usize = 8;
+
+/// Node settings (see `config.rs` for the file format and defaults).
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Directory of the RocksDB index.
+    pub data_dir: PathBuf,
+    /// Name shown by `dataset-ctl nodes`.
+    pub name: String,
+    /// Control API address, shown to operators.
+    pub advertise: String,
+    pub store: StoreConfig,
+    /// Labels (zone, rack, GPU model...).
+    pub labels: HashMap<String, String>,
+}
+
+/// Errors surfaced by the API, one variant per subsystem.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl From<IndexError> for NodeError {
+    fn from(e: IndexError) -> Self {
+        NodeError::Catalog(e.into())
+    }
+}
+
+fn origin_code(e: &OriginError) -> v1::ErrorCode {
+    use v1::ErrorCode as C;
+    match e {
+        OriginError::Unavailable(_) | OriginError::ShortRead { .. } | OriginError::Io(_) => {
+            C::OriginUnavailable
+        }
+        OriginError::Denied(_) => C::OriginDenied,
+        OriginError::NotFound(_) => C::NotFound,
+        OriginError::Changed { .. } => C::OriginChanged,
+        OriginError::InvalidSource(_) => C::InvalidArgument,
+    }
+}
+
+impl NodeError {
+    /// The wire code of this error; every variant is named.
+    pub fn code(&self) -> v1::ErrorCode {
+        use v1::ErrorCode as C;
+        match self {
+            NodeError::Catalog(e) => match e {
+                CatalogError::InvalidName(_) | CatalogError::InvalidSpec(_) => C::InvalidArgument,
+                CatalogError::NotFound(_) | CatalogError::NoVersion { .. } | CatalogError::NoPath(_) => {
+                    C::NotFound
+                }
+                CatalogError::AlreadyExists(_) => C::AlreadyExists,
+                CatalogError::NotDirectory(_) => C::NotDirectory,
+                CatalogError::IsDirectory(_) => C::IsDirectory,
+                CatalogError::Index(_) => C::Internal,
+            },
+            NodeError::Store(e) => match e.root() {
+                StoreError::Origin(o) => origin_code(o),
+                StoreError::Index(_) => C::Internal,
+                StoreError::Io(io) if crate::store::files::is_no_space(io) => C::NoSpace,
+                StoreError::Io(_) => C::Internal,
+                StoreError::Shared(_) => C::Internal,
+            },
+            NodeError::Origin(o) => origin_code(o),
+            NodeError::BadRequest(_) => C::InvalidArgument,
+        }
+    }
+}
+
+/// A running node's state.
+pub struct Node {
+    cfg: NodeConfig,
+    index: Arc<Index>,
+    store: ChunkStore,
+    metrics: Arc<Metrics>,
+    origins: Mutex<HashMap<String, SharedOrigin>>,
+    /// Serialises catalog changes (create/refresh/delete) so two operators
+    /// racing on one name cannot interleave.
+    catalog_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.cfg.name).finish()
+    }
+}
+
+impl Node {
+    /// Opens the index and the store (running crash recovery).
+    pub fn open(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, NodeError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(StoreError::from)?;
+        let index = Arc::new(Index::open(&cfg.data_dir.join("index"))?);
+        let store = ChunkStore::open(index.clone(), &cfg.store, metrics.clone())?;
+        Ok(Arc::new(Self {
+            cfg,
+            index,
+            store,
+            metrics,
+            origins: Mutex::new(HashMap::new()),
+            catalog_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn store(&self) -> &ChunkStore {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn catalog(&self) -> Catalog<'_> {
+        Catalog::new(&self.index)
+    }
+
+    /// Answers one request. Never panics on bad input; errors become
+    /// `Response::Error` with a code and one clear line.
+    pub async fn handle(&self, req: v1::Request) -> v1::Response {
+        if req.protocol_version != shoal_proto::PROTOCOL_VERSION {
+            return v1::Response::error(
+                v1::ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not supported by this node (speaks {})",
+                    req.protocol_version,
+                    shoal_proto::PROTOCOL_VERSION
+                ),
+            );
+        }
+        let Some(kind) = req.kind else {
+            return v1::Response::error(v1::ErrorCode::InvalidArgument, "empty request");
+        };
+        let op = match &kind {
+            Req::Create(_) => "create",
+            Req::Get(_) => "get",
+            Req::List(_) => "list",
+            Req::Delete(_) => "delete",
+            Req::Refresh(_) => "refresh",
+            Req::Stat(_) => "stat",
+            Req::ListDir(_) => "list_dir",
+            Req::Read(_) => "read",
+            Req::Backing(_) => "backing",
+            Req::Nodes(_) => "nodes",
+        };
+        self.metrics.api_requests.get_or_create(&vec![("op", op)]).inc();
+        match self.dispatch(kind).await {
+            Ok(r) => v1::Response::new(r),
+            Err(e) => {
+                tracing::debug!(op, error = %e, "request failed");
+                v1::Response::error(e.code(), e.to_string())
+            }
+        }
+    }
+
+    async fn dispatch(&self, kind: Req) -> Result<Resp, NodeError> {
+        Ok(match kind {
+            Req::Create(c) => {
+                let spec = c
+                    .spec
+                    .ok_or_else(|| NodeError::BadRequest("create needs a spec".into()))?;
+                Resp::Dataset(self.create(&spec).await?)
+            }
+            Req::Get(r) => Resp::Dataset(self.status(&self.catalog().get(&r.name)?)?),
+            Req::List(_) => {
+                let items = self
+                    .catalog()
+                    .list()?
+                    .iter()
+                    .map(|r| self.status(r))
+                    .collect::<Result<_, _>>()?;
+                Resp::Datasets(v1::DatasetList { items })
+            }
+            Req::Delete(r) => {
+                self.delete(&r.name).await?;
+                Resp::Deleted(v1::Deleted { name: r.name })
+            }
+            Req::Refresh(r) => Resp::Dataset(self.refresh(&r.name).await?),
+            Req::Stat(p) => {
+                let (rec, v) = self.version(&p)?;
+                Resp::Entry(self.catalog().stat(&rec.spec.name, v, &p.path)?)
+            }
+            Req::ListDir(p) => {
+                let (rec, v) = self.version(&p)?;
+                Resp::Dir(v1::DirListing {
+                    version: v,
+                    entries: self.catalog().list_dir(&rec.spec.name, v, &p.path)?,
+                })
+            }
+            Req::Read(r) => {
+                let (file, version) = self.file_ref(r.file.as_ref()).await?;
+                let len = r.length.min(MAX_READ);
+                let data = self.store.read(&file, r.offset, len).await?;
+                Resp::Data(v1::ReadData {
+                    version,
+                    data: data.to_vec(),
+                })
+            }
+            Req::Backing(r) => {
+                let (file, version) = self.file_ref(r.file.as_ref()).await?;
+                let b = self.store.backing(&file, r.offset, r.length);
+                Resp::Backing(match b {
+                    Some(b) => v1::BackingLocation {
+                        version,
+                        path: b.path.to_string_lossy().into_owned(),
+                        tier: b.tier.name().to_string(),
+                        complete: b.complete,
+                        offset: r.offset,
+                        length: r.length.min(file.size.saturating_sub(r.offset)),
+                    },
+                    None => v1::BackingLocation {
+                        version,
+                        ..Default::default()
+                    },
+                })
+            }
+            Req::Nodes(_) => Resp::Nodes(v1::NodeList {
+                items: vec![self.node_status()],
+            }),
+        })
+    }
+
+    fn version(&self, p: &v1::PathRef) -> Result<(DatasetRecord, u64), NodeError> {
+        let rec = self.catalog().get(&p.dataset)?;
+        let v = rec.version(p.version)?.version;
+        Ok((rec, v))
+    }
+
+    async fn origin(&self, spec: &Spec) -> Result<SharedOrigin, NodeError> {
+        let mut map = self.origins.lock().await;
+        if let Some(o) = map.get(&spec.name) {
+            return Ok(o.clone());
+        }
+        let o = connect(spec).await?;
+        map.insert(spec.name.clone(), o.clone());
+        Ok(o)
+    }
+
+    /// Resolves a path to a regular file of a manifest version, following
+    /// symlinks that stay inside the dataset.
+    async fn file_ref(&self, p: Option<&v1::PathRef>) -> Result<(FileRef, u64), NodeError> {
+        let p = p.ok_or_else(|| NodeError::BadRequest("read needs a file".into()))?;
+        let (rec, version) = self.version(p)?;
+        let catalog = self.catalog();
+        let mut path = catalog::clean_path(&p.path)?;
+        let mut entry = catalog.stat(&rec.spec.name, version, &path)?;
+        for _ in 0..MAX_SYMLINK_HOPS {
+            if entry.kind() != v1::FileKind::Symlink {
+                break;
+            }
+            let (parent, _) = crate::index::keys::split_path(&path);
+            let target = if entry.symlink_target.starts_with('/') {
+                return Err(CatalogError::NoPath(format!(
+                    "/{path} -> {} (points outside the dataset)",
+                    entry.symlink_target
+                ))
+                .into());
+            } else {
+                normalise_join(parent, &entry.symlink_target)
+                    .ok_or_else(|| CatalogError::NoPath(format!("/{path} -> {}", entry.symlink_target)))?
+            };
+            path = target;
+            entry = catalog.stat(&rec.spec.name, version, &path)?;
+        }
+        match entry.kind() {
+            v1::FileKind::File => {}
+            v1::FileKind::Directory => return Err(CatalogError::IsDirectory(format!("/{path}")).into()),
+            v1::FileKind::Symlink => {
+                return Err(CatalogError::NoPath(format!("/{path}: too many levels of symbolic links")).into())
+            }
+        }
+        let fv = FileVersionId::from_slice(&entry.file_version)
+            .ok_or_else(|| IndexError::Corrupt {
+                key: format!("manifest entry /{path}"),
+                detail: "no file version id".into(),
+            })?;
+        let origin = self.origin(&rec.spec).await?;
+        Ok((
+            FileRef {
+                fv,
+                size: entry.size,
+                chunk_size: entry.chunk_size,
+                object: manifest::object_of(&entry),
+                origin,
+                placement: rec.spec.placement(),
+            },
+            version,
+        ))
+    }
+
+    async fn list_source(&self, spec: &Spec) -> Result<Vec<v1::FileEntry>, NodeError> {
+        let origin = connect(spec).await?;
+        let objects = origin.list().await?;
+        if !objects.iter().any(|o| o.kind != origin::ObjectKind::Directory) {
+            return Err(OriginError::NotFound(format!("{} lists no files", origin.describe())).into());
+        }
+        let (entries, skipped) = manifest::build(spec, objects);
+        if !skipped.is_empty() {
+            tracing::warn!(dataset = %spec.name, count = skipped.len(), first = %skipped[0], "skipped keys that are not valid POSIX paths");
+        }
+        self.origins.lock().await.insert(spec.name.clone(), origin);
+        Ok(entries)
+    }
+
+    async fn create(&self, wire: &v1::DatasetSpec) -> Result<v1::DatasetStatus, NodeError> {
+        let spec = Spec::from_wire(wire)?;
+        let _guard = self.catalog_lock.lock().await;
+        if self.catalog().exists(&spec.name)? {
+            return Err(CatalogError::AlreadyExists(spec.name).into());
+        }
+        let entries = self.list_source(&spec).await?;
+        let record = DatasetRecord {
+            spec,
+            created_unix: catalog::now_unix(),
+            versions: Vec::new(),
+        };
+        let record = self.catalog().commit_version(record, &entries)?;
+        tracing::info!(dataset = %record.spec.name, source = %record.spec.source, files = record.latest().files, bytes = record.latest().total_bytes, "dataset created");
+        self.status(&record)
+    }
+
+    async fn refresh(&self, name: &str) -> Result<v1::DatasetStatus, NodeError> {
+        let _guard = self.catalog_lock.lock().await;
+        let record = self.catalog().get(name)?;
+        let entries = self.list_source(&record.spec).await?;
+        let latest = record.latest().version;
+        let mut current = Vec::new();
+        self.catalog().for_each_entry(name, latest, |e| current.push(e))?;
+        if current == entries {
+            tracing::info!(dataset = %name, version = latest, "refresh: source unchanged");
+            return self.status(&record);
+        }
+        let record = self.catalog().commit_version(record, &entries)?;
+        tracing::info!(dataset = %name, version = record.latest().version, "refresh: new manifest version");
+        self.status(&record)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), NodeError> {
+        let _guard = self.catalog_lock.lock().await;
+        let record = self.catalog().get(name)?;
+        let mut mine = std::collections::HashSet::new();
+        for v in &record.versions {
+            self.catalog().for_each_entry(name, v.version, |e| {
+                if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                    mine.insert(fv);
+                }
+            })?;
+        }
+        self.catalog().delete(name)?;
+        self.origins.lock().await.remove(name);
+        let still = self.catalog().referenced_file_versions(name)?;
+        for fv in mine.difference(&still) {
+            self.store.purge(*fv).await;
+        }
+        tracing::info!(dataset = %name, "dataset deleted");
+        Ok(())
+    }
+
+    /// The status `dataset-ctl get/list` shows, cached bytes included.
+    pub fn status(&self, rec: &DatasetRecord) -> Result<v1::DatasetStatus, NodeError> {
+        let latest = rec.latest();
+        let mut cached = 0u64;
+        self.catalog().for_each_entry(&rec.spec.name, latest.version, |e| {
+            if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                cached += self.store.resident_bytes(&fv).min(e.size);
+            }
+        })?;
+        let capacity = self.store.usage().iter().map(|u| u.quota).sum();
+        let phase = if latest.total_bytes > 0 && cached >= latest.total_bytes {
+            "Cached"
+        } else {
+            "Ready"
+        };
+        Ok(v1::DatasetStatus {
+            spec: Some(rec.spec.to_wire()),
+            version: latest.version,
+            files: latest.files,
+            total_bytes: latest.total_bytes,
+            cached_bytes: cached,
+            phase: phase.to_string(),
+            cache_capacity: capacity,
+            created_unix: rec.created_unix,
+            refreshed_unix: latest.created_unix,
+            directories: latest.directories,
+            versions: rec.versions.iter().map(|v| v.version).collect(),
+        })
+    }
+
+    fn node_status(&self) -> v1::NodeStatus {
+        v1::NodeStatus {
+            name: self.cfg.name.clone(),
+            address: self.cfg.advertise.clone(),
+            state: "Ready".into(),
+            tiers: self
+                .store
+                .usage()
+                .into_iter()
+                .map(|u| v1::TierUsage {
+                    name: u.tier.name().into(),
+                    dir: u.dir.to_string_lossy().into_owned(),
+                    used_bytes: u.used,
+                    quota_bytes: u.quota,
+                })
+                .collect(),
+            labels: self.cfg.labels.clone(),
+        }
+    }
+}
+
+async fn connect(spec: &Spec) -> Result<SharedOrigin, OriginError> {
+    origin::connect(&OriginSettings {
+        source: spec.source.clone(),
+        s3_endpoint: spec.s3_endpoint.clone(),
+        region: spec.region.clone(),
+    })
+    .await
+}
+
+/// Joins a relative symlink target to its directory, resolving "." and
+/// ".."; None if it climbs above the dataset root.
+fn normalise_join(dir: &str, target: &str) -> Option<String> {
+    let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise_join;
+
+    #[test]
+    fn symlink_targets_stay_inside() {
+        assert_eq!(normalise_join("a/b", "../c").as_deref(), Some("a/c"));
+        assert_eq!(normalise_join("", "x/./y").as_deref(), Some("x/y"));
+        assert_eq!(normalise_join("a", "../../etc/passwd"), None);
+    }
+}

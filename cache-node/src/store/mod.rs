@@ -1,0 +1,825 @@
+//! The tiered, content-addressed chunk store.
+//!
+//! Files are split into fixed-size chunks. A chunk is fetched from the origin
+//! once, hashed with blake3, and written at its own offset into a sparse
+//! backing file for its file version in the memory tier (tmpfs) or the disk
+//! tier. The RocksDB index records (file version, chunk) → hash in the
+//! chunk map, and residency (tier, offset, hash, last access) for resident
+//! chunks. See `docs/DESIGN.md` for why bytes are laid out per file version
+//! rather than once per hash.
+//!
+//! Concurrency: every chunk has at most one *flight* at a time — a fetch or
+//! an eviction — tracked in `inflight`. Concurrent misses of the same chunk
+//! wait on the same flight, so the origin sees one request; an eviction
+//! holds the flight while it moves or drops bytes, so no fetch can write the
+//! same offset underneath it. Readers pin a chunk for the duration of their
+//! copy (`readers` in [`residency::Entry`]), and eviction never picks a chunk
+//! being read, so nobody reads a punched hole.
+
+pub mod files;
+pub mod residency;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use rocksdb::WriteBatch;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::index::{self, keys, ChunkKey, FileVersionId, Index, IndexError, ResidentRecord};
+use crate::metrics::Metrics;
+use crate::origin::{ObjectMeta, OriginError, SharedOrigin};
+pub use residency::{Budget, TierKind};
+use residency::{Entry, Residency, Room};
+
+/// One tier's directory and byte budget.
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    /// Directory holding the backing files (tmpfs for the memory tier).
+    pub dir: PathBuf,
+    /// Byte quota.
+    pub quota: u64,
+    /// High watermark as a fraction of the quota (eviction trigger).
+    pub high: f64,
+    /// Low watermark as a fraction of the quota (eviction target).
+    pub low: f64,
+}
+
+/// Store configuration.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Memory tier; `None` disables it.
+    pub memory: Option<TierConfig>,
+    /// Disk tier; `None` disables it.
+    pub disk: Option<TierConfig>,
+    /// Maximum concurrent origin requests for this node.
+    pub origin_concurrency: usize,
+    /// Chunks fetched or read concurrently for one read request.
+    pub read_concurrency: usize,
+}
+
+/// Where a dataset's chunks may live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TierPolicy {
+    #[default]
+    MemoryThenDisk,
+    DiskOnly,
+    MemoryOnly,
+}
+
+/// Placement rules for a file's chunks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub policy: TierPolicy,
+    /// Pinned chunks are never evicted.
+    pub pin: bool,
+}
+
+/// A file version the store can read: identity, shape and where to fetch it.
+#[derive(Debug, Clone)]
+pub struct FileRef {
+    pub fv: FileVersionId,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub object: ObjectMeta,
+    pub origin: SharedOrigin,
+    pub placement: Placement,
+}
+
+impl FileRef {
+    fn chunks(&self) -> u64 {
+        self.size.div_ceil(self.chunk_size)
+    }
+
+    fn chunk_range(&self, idx: u32) -> std::ops::Range<u64> {
+        let start = u64::from(idx) * self.chunk_size;
+        start..(start + self.chunk_size).min(self.size)
+    }
+
+    fn key(&self, idx: u32) -> ChunkKey {
+        ChunkKey { fv: self.fv, idx }
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error("cache tier i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Shared(Arc<StoreError>),
+}
+
+impl StoreError {
+    /// The underlying error, looking through shared flights.
+    pub fn root(&self) -> &StoreError {
+        match self {
+            StoreError::Shared(e) => e.root(),
+            e => e,
+        }
+    }
+}
+
+/// Where a cached range can be read directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backing {
+    pub path: PathBuf,
+    pub tier: TierKind,
+    /// Every chunk of the file is in this one backing file.
+    pub complete: bool,
+}
+
+/// Usage of one tier.
+#[derive(Debug, Clone)]
+pub struct TierUsage {
+    pub tier: TierKind,
+    pub dir: PathBuf,
+    pub used: u64,
+    pub quota: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Flight {
+    /// The chunk's bytes (also stored, unless no tier had room).
+    Bytes(Bytes),
+    /// Look again: the chunk was resident, moved or evicted meanwhile.
+    Retry,
+}
+
+type FlightCell = Arc<OnceCell<Result<Flight, Arc<StoreError>>>>;
+
+struct Inner {
+    index: Arc<Index>,
+    dirs: [Option<PathBuf>; 2],
+    state: Mutex<Residency>,
+    inflight: Mutex<HashMap<ChunkKey, FlightCell>>,
+    origin_permits: Semaphore,
+    read_concurrency: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// The chunk store. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChunkStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStore").field("dirs", &self.inner.dirs).finish()
+    }
+}
+
+/// Releases a reader's hold on a chunk.
+struct ReadGuard<'a> {
+    store: &'a Inner,
+    key: ChunkKey,
+}
+
+impl Drop for ReadGuard<'_> {
+    fn drop(&mut self) {
+        self.store.state.lock().expect("state lock").release(&self.key);
+    }
+}
+
+const MAX_ORIGIN_ATTEMPTS: u32 = 3;
+
+impl ChunkStore {
+    /// Opens the store and recovers from whatever state a crash left:
+    /// writes that began but were not recorded are punched out, records
+    /// whose backing file is gone (a tmpfs after reboot) are dropped, and
+    /// backing files nothing refers to are removed.
+    pub fn open(
+        index: Arc<Index>,
+        cfg: &StoreConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let tiers = [&cfg.memory, &cfg.disk];
+        let mut dirs: [Option<PathBuf>; 2] = [None, None];
+        let mut budgets: [Option<Budget>; 2] = [None, None];
+        for (i, t) in tiers.iter().enumerate() {
+            if let Some(t) = t {
+                if t.quota == 0 {
+                    continue;
+                }
+                std::fs::create_dir_all(&t.dir)?;
+                dirs[i] = Some(t.dir.clone());
+                budgets[i] = Some(Budget {
+                    quota: t.quota,
+                    high: t.high,
+                    low: t.low,
+                });
+            }
+        }
+        let mut state = Residency::new(budgets[0], budgets[1]);
+        let path_of = |tier: u8, fv: &FileVersionId| -> Option<PathBuf> {
+            let d = dirs.get(tier as usize)?.as_ref()?;
+            Some(d.join(fv.hex()))
+        };
+
+        let mut batch = WriteBatch::default();
+        let mut punched = 0usize;
+        for (k, v) in index.scan(keys::PENDING)? {
+            if let (Some(key), Some(rec)) = (keys::chunk_of(&k), ResidentRecord::decode(&v)) {
+                if let Some(path) = path_of(rec.tier, &key.fv) {
+                    files::punch_hole(&path, rec.offset, u64::from(rec.len))?;
+                    punched += 1;
+                }
+            }
+            batch.delete(k);
+        }
+        let mut dropped = 0usize;
+        for (k, v) in index.scan(keys::RESIDENT)? {
+            let (Some(key), Some(rec)) = (keys::chunk_of(&k), ResidentRecord::decode(&v)) else {
+                batch.delete(k);
+                continue;
+            };
+            let present = path_of(rec.tier, &key.fv)
+                .and_then(|p| std::fs::metadata(p).ok())
+                .is_some_and(|m| m.len() >= rec.offset + u64::from(rec.len));
+            if present {
+                state.restore(key, &rec);
+            } else {
+                batch.delete(k);
+                batch.delete(keys::by_hash(&rec.hash, &key));
+                dropped += 1;
+            }
+        }
+        index.write(batch)?;
+        let mut orphans = 0usize;
+        for (i, d) in dirs.iter().enumerate() {
+            let Some(d) = d else { continue };
+            for entry in std::fs::read_dir(d)? {
+                let entry = entry?;
+                let name = entry.file_name();
+                let keep = hex::decode(name.to_string_lossy().as_bytes())
+                    .ok()
+                    .and_then(|b| FileVersionId::from_slice(&b))
+                    .is_some_and(|fv| state.fv_usage(&fv).chunks[i] > 0);
+                if !keep {
+                    std::fs::remove_file(entry.path())?;
+                    orphans += 1;
+                }
+            }
+        }
+        tracing::info!(
+            punched_incomplete_writes = punched,
+            dropped_missing = dropped,
+            removed_orphan_files = orphans,
+            memory_bytes = state.used(TierKind::Memory),
+            disk_bytes = state.used(TierKind::Disk),
+            "chunk store recovered"
+        );
+        for t in TierKind::ALL {
+            if let Some(b) = state.budget(t) {
+                metrics
+                    .tier_capacity
+                    .get_or_create(&vec![("tier", t.name())])
+                    .set(b.quota as i64);
+            }
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                index,
+                dirs,
+                state: Mutex::new(state),
+                inflight: Mutex::new(HashMap::new()),
+                origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
+                read_concurrency: cfg.read_concurrency.max(1),
+                metrics,
+            }),
+        };
+        store.update_gauges();
+        Ok(store)
+    }
+
+    fn path(&self, tier: TierKind, fv: &FileVersionId) -> PathBuf {
+        self.inner.dirs[tier as usize]
+            .as_ref()
+            .expect("a chunk only lives in a configured tier")
+            .join(fv.hex())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Residency> {
+        self.inner.state.lock().expect("state lock")
+    }
+
+    fn update_gauges(&self) {
+        let st = self.state();
+        for t in TierKind::ALL {
+            self.inner
+                .metrics
+                .tier_bytes
+                .get_or_create(&vec![("tier", t.name())])
+                .set(st.used(t) as i64);
+        }
+    }
+
+    /// Reads `[offset, offset+len)` of a file (clamped to its size), fetching
+    /// missing chunks from the origin, several at a time.
+    pub async fn read(&self, file: &FileRef, offset: u64, len: u64) -> Result<Bytes, StoreError> {
+        let end = offset.saturating_add(len).min(file.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let first = (offset / file.chunk_size) as u32;
+        let last = ((end - 1) / file.chunk_size) as u32;
+        if first == last {
+            return self.read_part(file, first, offset, end).await;
+        }
+        let parts: Vec<Bytes> = futures::stream::iter(first..=last)
+            .map(|idx| self.read_part(file, idx, offset, end))
+            .buffered(self.inner.read_concurrency)
+            .try_collect()
+            .await?;
+        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        for p in parts {
+            out.extend_from_slice(&p);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Makes every chunk of `[offset, offset+len)` resident without returning bytes.
+    pub async fn warm(&self, file: &FileRef, offset: u64, len: u64) -> Result<(), StoreError> {
+        let end = offset.saturating_add(len).min(file.size);
+        if offset >= end {
+            return Ok(());
+        }
+        let first = (offset / file.chunk_size) as u32;
+        let last = ((end - 1) / file.chunk_size) as u32;
+        futures::stream::iter(first..=last)
+            .map(|idx| async move {
+                if self.state().get(&file.key(idx)).is_none() {
+                    self.fetch(file, idx).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .buffer_unordered(self.inner.read_concurrency)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn read_part(
+        &self,
+        file: &FileRef,
+        idx: u32,
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes, StoreError> {
+        let chunk = file.chunk_range(idx);
+        let (s, e) = (offset.max(chunk.start), end.min(chunk.end));
+        let key = file.key(idx);
+        loop {
+            let hit = self.state().acquire(&key);
+            if let Some(entry) = hit {
+                let _guard = ReadGuard {
+                    store: &self.inner,
+                    key,
+                };
+                self.inner
+                    .metrics
+                    .hits
+                    .get_or_create(&vec![("tier", entry.tier.name())])
+                    .inc();
+                let path = self.path(entry.tier, &key.fv);
+                return Ok(files::read_at(path, s, (e - s) as usize).await?);
+            }
+            match self.fetch(file, idx).await? {
+                Flight::Bytes(b) => {
+                    return Ok(b.slice((s - chunk.start) as usize..(e - chunk.start) as usize))
+                }
+                Flight::Retry => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Joins (or starts) the one flight of a chunk.
+    async fn fetch(&self, file: &FileRef, idx: u32) -> Result<Flight, StoreError> {
+        let key = file.key(idx);
+        let cell = self
+            .inner
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let result = cell
+            .get_or_init(|| async { self.fetch_now(file, idx).await.map_err(Arc::new) })
+            .await
+            .clone();
+        self.end_flight(key, &cell);
+        result.map_err(StoreError::Shared)
+    }
+
+    fn end_flight(&self, key: ChunkKey, cell: &FlightCell) {
+        let mut map = self.inner.inflight.lock().expect("inflight lock");
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            map.remove(&key);
+        }
+    }
+
+    async fn fetch_now(&self, file: &FileRef, idx: u32) -> Result<Flight, StoreError> {
+        let key = file.key(idx);
+        if self.state().get(&key).is_some() {
+            return Ok(Flight::Retry);
+        }
+        let m = &self.inner.metrics;
+        m.misses.inc();
+        let range = file.chunk_range(idx);
+        let known = self
+            .inner
+            .index
+            .get(&keys::chunk_map(&key))?
+            .and_then(|v| index::decode_chunk_map(&v));
+        let local = match known {
+            Some((hash, _)) => self.read_identical(&hash, &key).await,
+            None => None,
+        };
+        let bytes = match local {
+            Some(b) => {
+                m.dedup_fills.inc();
+                b
+            }
+            None => self.fetch_origin(file, range.clone()).await?,
+        };
+        let hash = *blake3::hash(&bytes).as_bytes();
+        match known {
+            Some((want, _)) if want != hash => {
+                return Err(OriginError::Changed {
+                    path: file.object.path.clone(),
+                    detail: "bytes differ from the hash recorded for this version".into(),
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => {
+                let mut seen = false;
+                self.inner
+                    .index
+                    .for_each(&keys::by_hash_prefix(&hash), |_, _| {
+                        seen = true;
+                        false
+                    })?;
+                if seen {
+                    m.dedup_chunks.inc();
+                }
+            }
+        }
+        if !self.place(file, key, range.start, &bytes, hash).await? {
+            m.uncached_reads.inc();
+        }
+        self.update_gauges();
+        Ok(Flight::Bytes(bytes))
+    }
+
+    /// Bytes with hash `hash` resident under another key, verified.
+    async fn read_identical(&self, hash: &[u8; 32], except: &ChunkKey) -> Option<Bytes> {
+        let mut candidates = Vec::new();
+        self.inner
+            .index
+            .for_each(&keys::by_hash_prefix(hash), |k, _| {
+                if let Some(c) = keys::chunk_of(k) {
+                    if c != *except {
+                        candidates.push(c);
+                    }
+                }
+                true
+            })
+            .ok()?;
+        for c in candidates {
+            let Some(entry) = self.state().acquire(&c) else {
+                continue;
+            };
+            let _guard = ReadGuard {
+                store: &self.inner,
+                key: c,
+            };
+            let got = files::read_at(self.path(entry.tier, &c.fv), entry.offset, entry.len as usize).await;
+            if let Ok(b) = got {
+                if blake3::hash(&b).as_bytes() == hash {
+                    return Some(b);
+                }
+            }
+        }
+        None
+    }
+
+    async fn fetch_origin(
+        &self,
+        file: &FileRef,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let _permit = self
+            .inner
+            .origin_permits
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let m = &self.inner.metrics;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match file.origin.read_range(&file.object, range.clone()).await {
+                Ok(b) => {
+                    m.origin_requests.get_or_create(&vec![("result", "ok")]).inc();
+                    m.origin_bytes.inc_by(b.len() as u64);
+                    return Ok(b);
+                }
+                Err(e @ OriginError::Changed { .. }) => {
+                    m.origin_requests
+                        .get_or_create(&vec![("result", "changed")])
+                        .inc();
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    m.origin_requests.get_or_create(&vec![("result", "error")]).inc();
+                    let transient = matches!(
+                        e,
+                        OriginError::Unavailable(_) | OriginError::ShortRead { .. } | OriginError::Io(_)
+                    );
+                    if !transient || attempt >= MAX_ORIGIN_ATTEMPTS {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(path = %file.object.path, attempt, error = %e, "origin read failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << (2 * attempt))).await;
+                }
+            }
+        }
+    }
+
+    /// Stores a fetched chunk in the first tier of its policy with room.
+    /// Returns false when no tier could take it (the read still succeeds).
+    async fn place(
+        &self,
+        file: &FileRef,
+        key: ChunkKey,
+        offset: u64,
+        bytes: &Bytes,
+        hash: [u8; 32],
+    ) -> Result<bool, StoreError> {
+        let tiers: &[TierKind] = match file.placement.policy {
+            TierPolicy::MemoryThenDisk => &[TierKind::Memory, TierKind::Disk],
+            TierPolicy::DiskOnly => &[TierKind::Disk],
+            TierPolicy::MemoryOnly => &[TierKind::Memory],
+        };
+        let entry = Entry {
+            tier: TierKind::Memory,
+            len: bytes.len() as u32,
+            hash,
+            tick: 0,
+            pinned: file.placement.pin,
+            memory_only: file.placement.policy == TierPolicy::MemoryOnly,
+            readers: 0,
+            leaving: false,
+            offset,
+        };
+        for &tier in tiers {
+            if !self.make_room(tier, bytes.len() as u64).await {
+                continue;
+            }
+            match self.write_chunk(tier, key, bytes.clone(), entry).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Io(e)) if files::is_no_space(&e) => {
+                    tracing::warn!(tier = tier.name(), "tier medium is full; trying the next tier");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Reserves room in a tier, evicting as the residency state asks.
+    async fn make_room(&self, tier: TierKind, len: u64) -> bool {
+        for _ in 0..16 {
+            let room = self.state().reserve(tier, len);
+            match room {
+                Room::Reserved => return true,
+                Room::Full => return false,
+                Room::Evict(victims) => {
+                    for v in victims {
+                        self.evict(v, true).await;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    async fn write_chunk(
+        &self,
+        tier: TierKind,
+        key: ChunkKey,
+        bytes: Bytes,
+        mut entry: Entry,
+    ) -> Result<(), StoreError> {
+        entry.tier = tier;
+        let len = u64::from(entry.len);
+        let path = self.path(tier, &key.fv);
+        let rec = entry.record();
+        let written = async {
+            self.inner.index.put(&keys::pending(&key), &rec.encode())?;
+            files::write_at(path.clone(), entry.offset, bytes).await?;
+            let mut batch = WriteBatch::default();
+            batch.delete(keys::pending(&key));
+            batch.put(keys::resident(&key), rec.encode());
+            batch.put(keys::chunk_map(&key), index::encode_chunk_map(&entry.hash, entry.len));
+            batch.put(keys::by_hash(&entry.hash, &key), []);
+            self.inner.index.write(batch)?;
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.state().commit(tier, key, entry);
+                Ok(())
+            }
+            Err(e) => {
+                self.state().unreserve(tier, len);
+                if files::punch(path, entry.offset, len).await.is_ok() {
+                    let mut batch = WriteBatch::default();
+                    batch.delete(keys::pending(&key));
+                    let _ = self.inner.index.write(batch);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Evicts one chunk (already marked leaving) under its flight; a memory
+    /// chunk is demoted to disk when `demote` and the disk has room.
+    fn evict(&self, key: ChunkKey, demote: bool) -> BoxFuture<'_, ()> {
+        async move {
+            let cell: FlightCell = {
+                let mut map = self.inner.inflight.lock().expect("inflight lock");
+                if map.contains_key(&key) {
+                    drop(map);
+                    self.state().stay(&key);
+                    return;
+                }
+                let cell = FlightCell::default();
+                map.insert(key, cell.clone());
+                cell
+            };
+            let mut ran = false;
+            let _ = cell
+                .get_or_init(|| {
+                    ran = true;
+                    async {
+                        if let Err(e) = self.evict_now(key, demote).await {
+                            tracing::warn!(error = %e, "eviction failed; chunk stays");
+                            self.state().stay(&key);
+                        }
+                        Ok(Flight::Retry)
+                    }
+                })
+                .await;
+            if !ran {
+                self.state().stay(&key);
+            }
+            self.end_flight(key, &cell);
+            self.update_gauges();
+        }
+        .boxed()
+    }
+
+    async fn evict_now(&self, key: ChunkKey, demote: bool) -> Result<(), StoreError> {
+        let Some(entry) = self.state().get(&key).copied() else {
+            return Ok(());
+        };
+        let len = u64::from(entry.len);
+        let m = &self.inner.metrics;
+        let from = self.path(entry.tier, &key.fv);
+        if demote
+            && entry.tier == TierKind::Memory
+            && !entry.memory_only
+            && self.inner.dirs[TierKind::Disk as usize].is_some()
+            && self.make_room(TierKind::Disk, len).await
+        {
+            let bytes = files::read_at(from.clone(), entry.offset, entry.len as usize).await;
+            let moved = match bytes {
+                Ok(b) => self.write_chunk(TierKind::Disk, key, b, entry).await,
+                Err(e) => {
+                    self.state().unreserve(TierKind::Disk, len);
+                    Err(e.into())
+                }
+            };
+            if moved.is_ok() {
+                files::punch(from, entry.offset, len).await?;
+                m.evictions
+                    .get_or_create(&vec![("tier", "memory"), ("action", "demote")])
+                    .inc();
+                return Ok(());
+            }
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete(keys::resident(&key));
+        batch.delete(keys::by_hash(&entry.hash, &key));
+        self.inner.index.write(batch)?;
+        self.state().remove(&key);
+        files::punch(from, entry.offset, len).await?;
+        m.evictions
+            .get_or_create(&vec![("tier", entry.tier.name()), ("action", "drop")])
+            .inc();
+        Ok(())
+    }
+
+    /// Drops every resident chunk of a file version and its backing files
+    /// (used when no dataset refers to it any more).
+    pub async fn purge(&self, fv: FileVersionId) {
+        let chunks = self.state().chunks_of(&fv);
+        for key in chunks {
+            if self.state().claim(&key) {
+                self.evict(key, false).await;
+            }
+        }
+        let usage = self.state().fv_usage(&fv);
+        for t in TierKind::ALL {
+            if usage.chunks[t as usize] == 0 && self.inner.dirs[t as usize].is_some() {
+                let _ = std::fs::remove_file(self.path(t, &fv));
+            }
+        }
+        self.update_gauges();
+    }
+
+    /// Where `[offset, offset+len)` of a file can be read directly, if every
+    /// chunk of it is resident in one tier.
+    pub fn backing(&self, file: &FileRef, offset: u64, len: u64) -> Option<Backing> {
+        let end = offset.saturating_add(len).min(file.size);
+        let st = self.state();
+        let first = (offset / file.chunk_size) as u32;
+        let last = (end.saturating_sub(1) / file.chunk_size) as u32;
+        let mut tier = None;
+        for idx in first..=last.max(first) {
+            let e = st.get(&file.key(idx)).filter(|e| !e.leaving)?;
+            if *tier.get_or_insert(e.tier) != e.tier {
+                return None;
+            }
+        }
+        let tier = tier?;
+        let complete = u64::from(st.fv_usage(&file.fv).chunks[tier as usize]) == file.chunks();
+        drop(st);
+        Some(Backing {
+            path: self.path(tier, &file.fv),
+            tier,
+            complete,
+        })
+    }
+
+    /// Resident bytes of a file version across tiers.
+    pub fn resident_bytes(&self, fv: &FileVersionId) -> u64 {
+        self.state().fv_usage(fv).bytes.iter().sum()
+    }
+
+    /// Every file version with resident chunks.
+    pub fn file_versions(&self) -> Vec<FileVersionId> {
+        self.state().file_versions()
+    }
+
+    /// Usage of each configured tier.
+    pub fn usage(&self) -> Vec<TierUsage> {
+        let st = self.state();
+        TierKind::ALL
+            .iter()
+            .filter_map(|&t| {
+                let b = st.budget(t)?;
+                Some(TierUsage {
+                    tier: t,
+                    dir: self.inner.dirs[t as usize].clone()?,
+                    used: st.used(t),
+                    quota: b.quota,
+                })
+            })
+            .collect()
+    }
+
+    /// Persists access clocks changed since the last flush (LRU order and
+    /// access statistics survive restarts).
+    pub fn flush_access(&self) -> Result<usize, StoreError> {
+        // Written under the state lock, skipping leaving chunks: an eviction
+        // marks its chunk leaving (under this lock) before deleting the
+        // record, so this can never resurrect a record it deleted.
+        let mut st = self.state();
+        let dirty = st.take_dirty();
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for (k, e) in dirty.iter().filter(|(_, e)| !e.leaving) {
+            batch.put(keys::resident(k), e.record().encode());
+            n += 1;
+        }
+        self.inner.index.write(batch)?;
+        drop(st);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! Store tests on real files and a real RocksDB, with a local-directory
+//! origin wrapped in the fault-injecting double.
+
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::origin::failure::FailureOrigin;
+use crate::origin::local::LocalOrigin;
+use crate::origin::{ObjectKind, Origin};
+
+const CHUNK: u64 = 64 << 10;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    data: Vec<Vec<u8>>,
+    origin: Arc<FailureOrigin>,
+    objects: Vec<ObjectMeta>,
+}
+
+impl Fixture {
+    async fn new(sizes: &[usize]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("origin");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut data = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let bytes: Vec<u8> = (0..size).map(|j| ((j * 31 + i * 7) % 251) as u8).collect();
+            std::fs::write(root.join(format!("f{i}")), &bytes).unwrap();
+            data.push(bytes);
+        }
+        let origin = Arc::new(FailureOrigin::new(Arc::new(LocalOrigin::new(root.clone()))));
+        let mut objects = origin.list().await.unwrap();
+        objects.retain(|o| o.kind == ObjectKind::File);
+        objects.sort_by_key(|o| o.path[1..].parse::<usize>().unwrap());
+        Self {
+            _dir: dir,
+            root,
+            data,
+            origin,
+            objects,
+        }
+    }
+
+    fn file(&self, i: usize, placement: Placement) -> FileRef {
+        let mut fv = [0u8; 16];
+        fv[0] = i as u8;
+        FileRef {
+            fv: FileVersionId(fv),
+            size: self.data[i].len() as u64,
+            chunk_size: CHUNK,
+            object: self.objects[i].clone(),
+            origin: self.origin.clone(),
+            placement,
+        }
+    }
+
+    fn tier(&self, name: &str, quota: u64) -> Option<TierConfig> {
+        Some(TierConfig {
+            dir: self.root.parent().unwrap().join(name),
+            quota,
+            high: 0.9,
+            low: 0.5,
+        })
+    }
+
+    fn open(&self, memory: u64, disk: u64) -> (ChunkStore, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let index = Arc::new(Index::open(&self.root.parent().unwrap().join("index")).unwrap());
+        let cfg = StoreConfig {
+            memory: self.tier("mem", memory),
+            disk: self.tier("disk", disk),
+            origin_concurrency: 4,
+            read_concurrency: 4,
+        };
+        (ChunkStore::open(index, &cfg, metrics.clone()).unwrap(), metrics)
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn concurrent_misses_share_one_origin_fetch() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 2]).await;
+        let (store, _) = fx.open(1 << 20, 1 << 20);
+        fx.origin.set_delay(std::time::Duration::from_millis(50));
+        let file = fx.file(0, Placement::default());
+        let reads = (0..16).map(|_| store.read(&file, 10, 100));
+        let got = futures::future::join_all(reads).await;
+        for g in got {
+            assert_eq!(&g.unwrap()[..], &fx.data[0][10..110]);
+        }
+        assert_eq!(fx.origin.reads(), 1, "one origin request for 16 concurrent misses");
+    });
+}
+
+#[test]
+fn memory_evicts_by_demoting_to_disk_and_disk_drops() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 10]).await;
+        // Memory holds 4 chunks, disk 6.
+        let (store, metrics) = fx.open(4 * CHUNK, 6 * CHUNK);
+        let file = fx.file(0, Placement::default());
+        let all = store.read(&file, 0, file.size).await.unwrap();
+        assert_eq!(&all[..], &fx.data[0][..]);
+        let usage = store.usage();
+        for u in &usage {
+            assert!(u.used <= u.quota, "{:?} over quota", u.tier);
+        }
+        let text = metrics.encode();
+        assert!(text.contains("shoal_evictions_total{tier=\"memory\",action=\"demote\"}"), "{text}");
+        // Everything still reads back correctly, from whichever tier.
+        let again = store.read(&file, 0, file.size).await.unwrap();
+        assert_eq!(&again[..], &fx.data[0][..]);
+    });
+}
+
+#[test]
+fn pinned_chunks_stay_and_overflow_is_served_uncached() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 3, CHUNK as usize * 3]).await;
+        let (store, metrics) = fx.open(0, 3 * CHUNK);
+        let pinned = fx.file(0, Placement { policy: TierPolicy::DiskOnly, pin: true });
+        store.read(&pinned, 0, pinned.size).await.unwrap();
+        let other = fx.file(1, Placement { policy: TierPolicy::DiskOnly, pin: false });
+        let got = store.read(&other, 0, other.size).await.unwrap();
+        assert_eq!(&got[..], &fx.data[1][..]);
+        assert_eq!(store.resident_bytes(&pinned.fv), pinned.size);
+        assert_eq!(store.resident_bytes(&other.fv), 0);
+        assert_eq!(metrics.uncached_reads.get(), 3);
+    });
+}
+
+#[test]
+fn changed_origin_is_reported_never_mixed() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 2]).await;
+        let (store, _) = fx.open(1 << 20, 0);
+        let file = fx.file(0, Placement::default());
+        store.read(&file, 0, 10).await.unwrap();
+        std::fs::write(fx.root.join("f0"), vec![1u8; CHUNK as usize * 2]).unwrap();
+        let err = store.read(&file, CHUNK, 10).await.unwrap_err();
+        assert!(matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })), "{err}");
+        // The chunk cached before the change is still the old bytes.
+        assert_eq!(&store.read(&file, 0, 10).await.unwrap()[..], &fx.data[0][..10]);
+    });
+}
+
+#[test]
+fn corrupt_refetch_is_refused_against_the_recorded_hash() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize]).await;
+        let file = fx.file(0, Placement { policy: TierPolicy::MemoryOnly, pin: false });
+        {
+            let (store, _) = fx.open(CHUNK, 0);
+            store.read(&file, 0, 1).await.unwrap();
+            store.purge(file.fv).await;
+        }
+        let (store, _) = fx.open(CHUNK, 0);
+        fx.origin.corrupt_next_reads(1);
+        let err = store.read(&file, 0, 1).await.unwrap_err();
+        assert!(matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })), "{err}");
+        assert_eq!(store.read(&file, 0, 4).await.unwrap()[..], fx.data[0][..4]);
+    });
+}
+
+#[test]
+fn recovery_punches_unfinished_writes_and_drops_missing_files() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 2]).await;
+        let file = fx.file(0, Placement::default());
+        let key = file.key(1);
+        {
+            let (store, _) = fx.open(1 << 20, 1 << 20);
+            store.read(&file, 0, file.size).await.unwrap();
+            store.flush_access().unwrap();
+            // Simulate a crash mid-write of chunk 1: a pending marker and garbage bytes.
+            let index = store.inner.index.clone();
+            let rec = store.state().get(&key).unwrap().record();
+            let mut batch = WriteBatch::default();
+            batch.delete(keys::resident(&key));
+            batch.put(keys::pending(&key), rec.encode());
+            index.write(batch).unwrap();
+        }
+        let (store, _) = fx.open(1 << 20, 1 << 20);
+        assert!(store.state().get(&key).is_none(), "unfinished chunk must not be resident");
+        assert!(store.state().get(&file.key(0)).is_some(), "finished chunk survives");
+        assert!(store.inner.index.scan(keys::PENDING).unwrap().is_empty());
+        let before = fx.origin.reads();
+        let all = store.read(&file, 0, file.size).await.unwrap();
+        assert_eq!(&all[..], &fx.data[0][..]);
+        assert_eq!(fx.origin.reads(), before + 1, "only the unfinished chunk is fetched again");
+        drop(store);
+        // A memory tier wiped by a reboot: records whose files are gone are dropped.
+        std::fs::remove_dir_all(fx.root.parent().unwrap().join("mem")).unwrap();
+        let (store, _) = fx.open(1 << 20, 1 << 20);
+        assert_eq!(store.resident_bytes(&file.fv), 0);
+    });
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Read { file: usize, offset: u64, len: u64 },
+    Reopen,
+    Purge(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0usize..3, 0u64..(CHUNK * 5), 1u64..(CHUNK * 3)).prop_map(|(file, offset, len)| Op::Read { file, offset, len }),
+        1 => Just(Op::Reopen),
+        1 => (0usize..3).prop_map(Op::Purge),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random reads, restarts and purges on both tiers (and each alone)
+    /// against the reference model — the origin's bytes: every read returns
+    /// exactly the model's bytes and no tier ever exceeds its quota.
+    #[test]
+    fn reads_match_the_origin_model(
+        ops in proptest::collection::vec(op(), 1..40),
+        tiers in prop_oneof![Just((4u64, 5u64)), Just((0, 6)), Just((7, 0))],
+    ) {
+        rt().block_on(async {
+            let fx = Fixture::new(&[(CHUNK * 4 + 123) as usize, CHUNK as usize, (CHUNK * 2 - 1) as usize]).await;
+            let (mut store, _) = fx.open(tiers.0 * CHUNK, tiers.1 * CHUNK);
+            for op in ops {
+                match op {
+                    Op::Read { file, offset, len } => {
+                        let f = fx.file(file, Placement::default());
+                        let got = store.read(&f, offset, len).await.unwrap();
+                        let model = &fx.data[file];
+                        let s = (offset as usize).min(model.len());
+                        let e = ((offset + len) as usize).min(model.len());
+                        prop_assert_eq!(&got[..], &model[s..e]);
+                    }
+                    Op::Reopen => {
+                        store.flush_access().unwrap();
+                        drop(store);
+                        store = fx.open(tiers.0 * CHUNK, tiers.1 * CHUNK).0;
+                    }
+                    Op::Purge(file) => {
+                        store.purge(fx.file(file, Placement::default()).fv).await;
+                        prop_assert_eq!(store.resident_bytes(&fx.file(file, Placement::default()).fv), 0);
+                    }
+                }
+                for u in store.usage() {
+                    prop_assert!(u.used <= u.quota);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,83 @@
+//! Length-prefixed framing of prost messages over any async byte stream.
+
+use prost::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame accepted, so a corrupt or hostile length cannot make the
+/// reader allocate without bound. Reads are split by clients well below this.
+pub const MAX_FRAME_BYTES: u32 = 80 << 20;
+
+/// Errors while reading or writing a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(u32),
+    #[error("malformed message: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before a length.
+pub async fn read_frame<M, R>(reader: &mut R) -> Result<Option<M>, FrameError>
+where
+    M: Message + Default,
+    R: AsyncRead + Unpin,
+{
+    let len = match reader.read_u32().await {
+        Ok(len) => len,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len as usize];
+    reader.read_exact(&mut buf).await?;
+    Ok(Some(M::decode(buf.as_slice())?))
+}
+
+/// Writes one frame and flushes it.
+pub async fn write_frame<M, W>(writer: &mut W, msg: &M) -> Result<(), FrameError>
+where
+    M: Message,
+    W: AsyncWrite + Unpin,
+{
+    let len = msg.encoded_len();
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    if len32 > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len32));
+    }
+    let mut buf = Vec::with_capacity(4 + len);
+    buf.extend_from_slice(&len32.to_be_bytes());
+    msg.encode(&mut buf).expect("vec has capacity");
+    writer.write_all(&buf).await?;
+    writer.flush().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1;
+
+    #[tokio::test]
+    async fn round_trip_and_clean_eof() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let req = v1::Request::new(v1::request::Kind::Get(v1::DatasetRef { name: "x".into() }));
+        write_frame(&mut a, &req).await.unwrap();
+        drop(a);
+        let got: v1::Request = read_frame(&mut b).await.unwrap().unwrap();
+        assert_eq!(got, req);
+        let eof: Option<v1::Request> = read_frame(&mut b).await.unwrap();
+        assert!(eof.is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_length_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&(MAX_FRAME_BYTES + 1).to_be_bytes()).await.unwrap();
+        let err = read_frame::<v1::Request, _>(&mut b).await.unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge(_)));
+    }
+}
