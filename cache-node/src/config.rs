@@ -114,8 +114,14 @@ impl Config {
 
     /// Applies defaults and checks values.
     pub fn resolve(self) -> Result<Resolved, String> {
-        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let tier = |s: &TierSection, dir: PathBuf, quota: u64, what: &str| -> Result<Option<TierConfig>, String> {
+        let data_dir = self
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let tier = |s: &TierSection,
+                    dir: PathBuf,
+                    quota: u64,
+                    what: &str|
+         -> Result<Option<TierConfig>, String> {
             let quota = s.quota.map_or(quota, |q| q.0);
             let high = s.high_watermark.unwrap_or(0.95);
             let low = s.low_watermark.unwrap_or(0.70);
@@ -131,14 +137,27 @@ impl Config {
                 low,
             }))
         };
-        let memory = tier(&self.memory, PathBuf::from(DEFAULT_MEMORY_DIR), DEFAULT_MEMORY_QUOTA, "memory")?;
-        let disk = tier(&self.disk, data_dir.join("chunks"), DEFAULT_DISK_QUOTA, "disk")?;
+        let memory = tier(
+            &self.memory,
+            PathBuf::from(DEFAULT_MEMORY_DIR),
+            DEFAULT_MEMORY_QUOTA,
+            "memory",
+        )?;
+        let disk = tier(
+            &self.disk,
+            data_dir.join("chunks"),
+            DEFAULT_DISK_QUOTA,
+            "disk",
+        )?;
         if memory.is_none() && disk.is_none() {
             return Err("both tiers have a zero quota: nothing could be cached".into());
         }
         if let (Some(m), Some(d)) = (&memory, &disk) {
             if m.dir == d.dir {
-                return Err(format!("memory and disk tiers share the directory {}", m.dir.display()));
+                return Err(format!(
+                    "memory and disk tiers share the directory {}",
+                    m.dir.display()
+                ));
             }
         }
         let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
@@ -178,7 +197,10 @@ mod tests {
         let r = Config::default().resolve().unwrap();
         let s = &r.node.store;
         assert_eq!(s.memory.as_ref().unwrap().quota, 2 << 30);
-        assert_eq!(s.disk.as_ref().unwrap().dir, PathBuf::from("/var/lib/shoal/chunks"));
+        assert_eq!(
+            s.disk.as_ref().unwrap().dir,
+            PathBuf::from("/var/lib/shoal/chunks")
+        );
         assert_eq!(r.socket, PathBuf::from("/var/lib/shoal/node.sock"));
     }
 
@@ -189,7 +211,8 @@ mod tests {
         assert_eq!(r.node.store.memory.unwrap().quota, 1 << 30);
         assert!(r.node.store.disk.is_none());
         assert!(toml::from_str::<Config>("dataa_dir = \"/x\"").is_err());
-        let c: Config = toml::from_str("[memory]\nhigh_watermark = 0.5\nlow_watermark = 0.9\n").unwrap();
+        let c: Config =
+            toml::from_str("[memory]\nhigh_watermark = 0.5\nlow_watermark = 0.9\n").unwrap();
         assert!(c.resolve().is_err());
     }
 }

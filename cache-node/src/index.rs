@@ -107,7 +107,11 @@ pub mod keys {
 
     /// Prefix of the children of directory `dir` ("" is the root).
     pub fn manifest_children(dataset: &str, version: u64, dir: &str) -> Vec<u8> {
-        cat(&[&manifest_prefix(dataset, Some(version)), dir.as_bytes(), b"\0"])
+        cat(&[
+            &manifest_prefix(dataset, Some(version)),
+            dir.as_bytes(),
+            b"\0",
+        ])
     }
 
     /// Entry of `path`; the root itself is stored under parent "\u{1}".
@@ -116,7 +120,10 @@ pub mod keys {
             return cat(&[&manifest_prefix(dataset, Some(version)), b"\x01"]);
         }
         let (parent, base) = split_path(path);
-        cat(&[&manifest_children(dataset, version, parent), base.as_bytes()])
+        cat(&[
+            &manifest_children(dataset, version, parent),
+            base.as_bytes(),
+        ])
     }
 
     pub fn chunk_map(key: &ChunkKey) -> Vec<u8> {
@@ -201,7 +208,10 @@ pub fn decode_chunk_map(b: &[u8]) -> Option<([u8; 32], u32)> {
     if b.len() != 36 {
         return None;
     }
-    Some((b[..32].try_into().ok()?, u32::from_be_bytes(b[32..].try_into().ok()?)))
+    Some((
+        b[..32].try_into().ok()?,
+        u32::from_be_bytes(b[32..].try_into().ok()?),
+    ))
 }
 
 /// The node's RocksDB database.
@@ -211,7 +221,9 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("path", &self.db.path()).finish()
+        f.debug_struct("Index")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 

@@ -62,6 +62,7 @@ fn init_tracing(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -150,7 +151,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     {
         let (n, c, r) = (node.clone(), cancel.clone(), ready.clone());
-        tasks.spawn(async move { api::admin::serve(n, admin, r, c).await.context("admin endpoint") });
+        tasks.spawn(async move {
+            api::admin::serve(n, admin, r, c)
+                .await
+                .context("admin endpoint")
+        });
     }
     {
         let (n, c) = (node.clone(), cancel.clone());

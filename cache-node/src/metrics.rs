@@ -40,16 +40,36 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut registry = Registry::default();
         let reg = registry.sub_registry_with_prefix("shoal");
-        reg.register("cache_hits", "Chunk reads served from a tier", self.hits.clone());
-        reg.register("cache_misses", "Chunk reads that missed every tier", self.misses.clone());
-        reg.register("origin_bytes", "Bytes received from origins", self.origin_bytes.clone());
+        reg.register(
+            "cache_hits",
+            "Chunk reads served from a tier",
+            self.hits.clone(),
+        );
+        reg.register(
+            "cache_misses",
+            "Chunk reads that missed every tier",
+            self.misses.clone(),
+        );
+        reg.register(
+            "origin_bytes",
+            "Bytes received from origins",
+            self.origin_bytes.clone(),
+        );
         reg.register(
             "origin_requests",
             "Origin range requests by result",
             self.origin_requests.clone(),
         );
-        reg.register("evictions", "Chunks evicted by tier and action", self.evictions.clone());
-        reg.register("tier_bytes", "Bytes resident per tier", self.tier_bytes.clone());
+        reg.register(
+            "evictions",
+            "Chunks evicted by tier and action",
+            self.evictions.clone(),
+        );
+        reg.register(
+            "tier_bytes",
+            "Bytes resident per tier",
+            self.tier_bytes.clone(),
+        );
         reg.register(
             "tier_capacity_bytes",
             "Quota per tier",
@@ -70,7 +90,11 @@ impl Metrics {
             "Reads served without caching because no tier had room",
             self.uncached_reads.clone(),
         );
-        reg.register("api_requests", "API requests by op", self.api_requests.clone());
+        reg.register(
+            "api_requests",
+            "API requests by op",
+            self.api_requests.clone(),
+        );
         let mut out = String::new();
         encode(&mut out, &registry).expect("writing to a String cannot fail");
         out

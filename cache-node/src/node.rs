@@ -73,9 +73,9 @@ impl NodeError {
         match self {
             NodeError::Catalog(e) => match e {
                 CatalogError::InvalidName(_) | CatalogError::InvalidSpec(_) => C::InvalidArgument,
-                CatalogError::NotFound(_) | CatalogError::NoVersion { .. } | CatalogError::NoPath(_) => {
-                    C::NotFound
-                }
+                CatalogError::NotFound(_)
+                | CatalogError::NoVersion { .. }
+                | CatalogError::NoPath(_) => C::NotFound,
                 CatalogError::AlreadyExists(_) => C::AlreadyExists,
                 CatalogError::NotDirectory(_) => C::NotDirectory,
                 CatalogError::IsDirectory(_) => C::IsDirectory,
@@ -108,7 +108,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("name", &self.cfg.name).finish()
+        f.debug_struct("Node")
+            .field("name", &self.cfg.name)
+            .finish()
     }
 }
 
@@ -168,12 +170,20 @@ impl Node {
             Req::Backing(_) => "backing",
             Req::Nodes(_) => "nodes",
         };
-        self.metrics.api_requests.get_or_create(&vec![("op", op)]).inc();
+        self.metrics
+            .api_requests
+            .get_or_create(&vec![("op", op)])
+            .inc();
         match self.dispatch(kind).await {
             Ok(r) => v1::Response::new(r),
             Err(e) => {
                 tracing::debug!(op, error = %e, "request failed");
-                v1::Response::error(e.code(), e.to_string())
+                let line = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                v1::Response::error(e.code(), line)
             }
         }
     }
@@ -281,21 +291,27 @@ impl Node {
                 ))
                 .into());
             } else {
-                normalise_join(parent, &entry.symlink_target)
-                    .ok_or_else(|| CatalogError::NoPath(format!("/{path} -> {}", entry.symlink_target)))?
+                normalise_join(parent, &entry.symlink_target).ok_or_else(|| {
+                    CatalogError::NoPath(format!("/{path} -> {}", entry.symlink_target))
+                })?
             };
             path = target;
             entry = catalog.stat(&rec.spec.name, version, &path)?;
         }
         match entry.kind() {
             v1::FileKind::File => {}
-            v1::FileKind::Directory => return Err(CatalogError::IsDirectory(format!("/{path}")).into()),
+            v1::FileKind::Directory => {
+                return Err(CatalogError::IsDirectory(format!("/{path}")).into())
+            }
             v1::FileKind::Symlink => {
-                return Err(CatalogError::NoPath(format!("/{path}: too many levels of symbolic links")).into())
+                return Err(CatalogError::NoPath(format!(
+                    "/{path}: too many levels of symbolic links"
+                ))
+                .into())
             }
         }
-        let fv = FileVersionId::from_slice(&entry.file_version)
-            .ok_or_else(|| IndexError::Corrupt {
+        let fv =
+            FileVersionId::from_slice(&entry.file_version).ok_or_else(|| IndexError::Corrupt {
                 key: format!("manifest entry /{path}"),
                 detail: "no file version id".into(),
             })?;
@@ -316,8 +332,13 @@ impl Node {
     async fn list_source(&self, spec: &Spec) -> Result<Vec<v1::FileEntry>, NodeError> {
         let origin = connect(spec).await?;
         let objects = origin.list().await?;
-        if !objects.iter().any(|o| o.kind != origin::ObjectKind::Directory) {
-            return Err(OriginError::NotFound(format!("{} lists no files", origin.describe())).into());
+        if !objects
+            .iter()
+            .any(|o| o.kind != origin::ObjectKind::Directory)
+        {
+            return Err(
+                OriginError::NotFound(format!("{} lists no files", origin.describe())).into(),
+            );
         }
         let (entries, skipped) = manifest::build(spec, objects);
         if !skipped.is_empty() {
@@ -350,13 +371,22 @@ impl Node {
         let entries = self.list_source(&record.spec).await?;
         let latest = record.latest().version;
         let mut current = Vec::new();
-        self.catalog().for_each_entry(name, latest, |e| current.push(e))?;
+        self.catalog()
+            .for_each_entry(name, latest, |e| current.push(e))?;
+        // The index orders entries by (parent, name), the builder by path.
+        current.sort_by(|a, b| a.path.cmp(&b.path));
         if current == entries {
             tracing::info!(dataset = %name, version = latest, "refresh: source unchanged");
             return self.status(&record);
         }
+        let changed = entries.iter().filter(|e| !current.contains(e)).count()
+            + current.iter().filter(|e| !entries.contains(e)).count();
+        let example = entries
+            .iter()
+            .find(|e| !current.contains(e))
+            .map(|e| e.path.clone());
         let record = self.catalog().commit_version(record, &entries)?;
-        tracing::info!(dataset = %name, version = record.latest().version, "refresh: new manifest version");
+        tracing::info!(dataset = %name, version = record.latest().version, changed, example = ?example, old = current.len(), new = entries.len(), "refresh: new manifest version");
         self.status(&record)
     }
 
@@ -385,11 +415,12 @@ impl Node {
     pub fn status(&self, rec: &DatasetRecord) -> Result<v1::DatasetStatus, NodeError> {
         let latest = rec.latest();
         let mut cached = 0u64;
-        self.catalog().for_each_entry(&rec.spec.name, latest.version, |e| {
-            if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
-                cached += self.store.resident_bytes(&fv).min(e.size);
-            }
-        })?;
+        self.catalog()
+            .for_each_entry(&rec.spec.name, latest.version, |e| {
+                if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                    cached += self.store.resident_bytes(&fv).min(e.size);
+                }
+            })?;
         let capacity = self.store.usage().iter().map(|u| u.quota).sum();
         let phase = if latest.total_bytes > 0 && cached >= latest.total_bytes {
             "Cached"

@@ -1,1 +1,562 @@
-fn main() {}
+//! `dataset-ctl`: the operator CLI for Shoal datasets, shaped like kubectl.
+
+mod client;
+mod spec;
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::stream::{FuturesOrdered, StreamExt};
+use serde_json::{json, Value};
+use shoal_proto::units::{format_size, parse_size};
+use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
+
+use client::{Client, Endpoint};
+
+/// Manage Shoal datasets and inspect cache nodes.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Cache node API: host:port or unix:///path/to/node.sock.
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_ENDPOINT",
+        default_value = "127.0.0.1:7070"
+    )]
+    endpoint: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a dataset from a source and list it into manifest version 1.
+    Create {
+        name: String,
+        /// s3://bucket/prefix or file:///path
+        #[arg(long)]
+        source: String,
+        /// S3-compatible endpoint URL (MinIO, rclone, OSS...).
+        #[arg(long)]
+        s3_endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Chunk size, e.g. 4MiB (64KiB..64MiB).
+        #[arg(long, value_parser = parse_size)]
+        chunk_size: Option<u64>,
+        /// MemoryThenDisk, DiskOnly or MemoryOnly.
+        #[arg(long)]
+        tier_policy: Option<String>,
+        /// Never evict this dataset's chunks.
+        #[arg(long)]
+        pin: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Create datasets from a YAML file ("-" reads standard input).
+    Apply {
+        #[arg(short, long)]
+        filename: String,
+    },
+    /// List datasets with their cached bytes.
+    #[command(alias = "ls-datasets")]
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one dataset.
+    Get {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Delete a dataset and the cached bytes only it used.
+    Delete { name: String },
+    /// List the source again into a new manifest version (if it changed).
+    Refresh {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Write a file of a dataset to standard output, through the cache.
+    Cat {
+        name: String,
+        path: String,
+        /// Manifest version (default: latest).
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+    },
+    /// List a directory of a dataset.
+    Ls {
+        name: String,
+        #[arg(default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show cache nodes with their tiers and usage.
+    Nodes {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let endpoint = Endpoint::parse(&cli.endpoint)?;
+    match cli.command {
+        Command::Create {
+            name,
+            source,
+            s3_endpoint,
+            region,
+            chunk_size,
+            tier_policy,
+            pin,
+            output,
+        } => {
+            let policy = tier_policy
+                .as_deref()
+                .map(spec::parse_policy)
+                .transpose()?
+                .unwrap_or(v1::TierPolicy::MemoryThenDisk);
+            let spec = v1::DatasetSpec {
+                name,
+                source,
+                s3_endpoint: s3_endpoint.unwrap_or_default(),
+                region: region.unwrap_or_default(),
+                chunk_size: chunk_size.unwrap_or(0),
+                tier_policy: policy as i32,
+                pin,
+            };
+            let status = create(&endpoint, spec).await?;
+            match output {
+                Output::Json => print_json(&dataset_json(&status)),
+                Output::Table => println!("dataset.shoal/{} created", spec_name(&status)),
+            }
+        }
+        Command::Apply { filename } => {
+            let text = if filename == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&filename)
+                    .with_context(|| format!("cannot read {filename}"))?
+            };
+            let specs = spec::parse(&text, &filename)?;
+            let mut client = Client::connect(&endpoint).await?;
+            for s in specs {
+                let existing = client
+                    .call(Req::Get(v1::DatasetRef {
+                        name: s.name.clone(),
+                    }))
+                    .await;
+                match existing {
+                    Ok(Resp::Dataset(d)) => {
+                        let have = d.spec.unwrap_or_default();
+                        let same = have.source == s.source.trim_end_matches('/')
+                            && have.s3_endpoint == s.s3_endpoint
+                            && have.region == s.region
+                            && (s.chunk_size == 0 || have.chunk_size == s.chunk_size)
+                            && have.tier_policy == s.tier_policy
+                            && have.pin == s.pin;
+                        if !same {
+                            bail!(
+                                "dataset {:?} exists with a different spec; its spec is immutable: delete it and apply again",
+                                s.name
+                            );
+                        }
+                        println!("dataset.shoal/{} unchanged", s.name);
+                    }
+                    _ => {
+                        let name = s.name.clone();
+                        create(&endpoint, s).await?;
+                        println!("dataset.shoal/{name} created");
+                    }
+                }
+            }
+        }
+        Command::List { output } => {
+            let mut client = Client::connect(&endpoint).await?;
+            let Resp::Datasets(list) = client.call(Req::List(v1::ListDatasets {})).await? else {
+                bail!("unexpected response");
+            };
+            match output {
+                Output::Json => {
+                    print_json(&Value::Array(list.items.iter().map(dataset_json).collect()))
+                }
+                Output::Table => print_table(
+                    &[
+                        "NAME",
+                        "SOURCE",
+                        "FILES",
+                        "TOTAL SIZE",
+                        "CACHED",
+                        "CACHE CAPACITY",
+                        "CACHED %",
+                        "PHASE",
+                    ],
+                    list.items.iter().map(|d| {
+                        vec![
+                            spec_name(d),
+                            d.spec
+                                .as_ref()
+                                .map(|s| s.source.clone())
+                                .unwrap_or_default(),
+                            d.files.to_string(),
+                            format_size(d.total_bytes),
+                            format_size(d.cached_bytes),
+                            format_size(d.cache_capacity),
+                            format!("{:.1}%", percent(d)),
+                            d.phase.clone(),
+                        ]
+                    }),
+                ),
+            }
+        }
+        Command::Get { name, output } => {
+            let d = dataset(&endpoint, Req::Get(v1::DatasetRef { name })).await?;
+            print_dataset(&d, output);
+        }
+        Command::Refresh { name, output } => {
+            let d = dataset(&endpoint, Req::Refresh(v1::DatasetRef { name })).await?;
+            print_dataset(&d, output);
+        }
+        Command::Delete { name } => {
+            let mut client = Client::connect(&endpoint).await?;
+            client
+                .call(Req::Delete(v1::DatasetRef { name: name.clone() }))
+                .await?;
+            println!("dataset.shoal/{name} deleted");
+        }
+        Command::Cat {
+            name,
+            path,
+            version,
+        } => cat(&endpoint, name, path, version).await?,
+        Command::Ls {
+            name,
+            path,
+            version,
+            output,
+        } => {
+            let mut client = Client::connect(&endpoint).await?;
+            let Resp::Dir(dir) = client
+                .call(Req::ListDir(v1::PathRef {
+                    dataset: name,
+                    version,
+                    path,
+                }))
+                .await?
+            else {
+                bail!("unexpected response");
+            };
+            match output {
+                Output::Json => print_json(&Value::Array(
+                    dir.entries
+                        .iter()
+                        .map(|e| json!({"path": e.path, "kind": kind_name(e), "size": e.size, "mode": e.mode, "mtime_nanos": e.mtime_nanos}))
+                        .collect(),
+                )),
+                Output::Table => print_table(
+                    &["NAME", "KIND", "SIZE"],
+                    dir.entries.iter().map(|e| {
+                        let base = e.path.rsplit('/').next().unwrap_or(&e.path).to_string();
+                        vec![base, kind_name(e).to_string(), e.size.to_string()]
+                    }),
+                ),
+            }
+        }
+        Command::Nodes { output } => {
+            let mut client = Client::connect(&endpoint).await?;
+            let Resp::Nodes(nodes) = client.call(Req::Nodes(v1::ListNodes {})).await? else {
+                bail!("unexpected response");
+            };
+            match output {
+                Output::Json => print_json(&Value::Array(
+                    nodes
+                        .items
+                        .iter()
+                        .map(|n| {
+                            json!({
+                                "name": n.name, "address": n.address, "state": n.state, "labels": n.labels,
+                                "tiers": n.tiers.iter().map(|t| json!({"name": t.name, "dir": t.dir, "used_bytes": t.used_bytes, "quota_bytes": t.quota_bytes})).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect(),
+                )),
+                Output::Table => print_table(
+                    &["NAME", "ADDRESS", "STATE", "MEMORY", "DISK", "LABELS"],
+                    nodes.items.iter().map(|n| {
+                        let tier = |name: &str| {
+                            n.tiers
+                                .iter()
+                                .find(|t| t.name == name)
+                                .map(|t| format!("{}/{}", format_size(t.used_bytes), format_size(t.quota_bytes)))
+                                .unwrap_or_else(|| "-".into())
+                        };
+                        let mut labels: Vec<_> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        labels.sort();
+                        vec![
+                            n.name.clone(),
+                            n.address.clone(),
+                            n.state.clone(),
+                            tier("memory"),
+                            tier("disk"),
+                            if labels.is_empty() { "<none>".into() } else { labels.join(",") },
+                        ]
+                    }),
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn create(endpoint: &Endpoint, spec: v1::DatasetSpec) -> Result<v1::DatasetStatus> {
+    dataset(
+        endpoint,
+        Req::Create(v1::CreateDataset { spec: Some(spec) }),
+    )
+    .await
+}
+
+async fn dataset(endpoint: &Endpoint, req: Req) -> Result<v1::DatasetStatus> {
+    let mut client = Client::connect(endpoint).await?;
+    match client.call(req).await? {
+        Resp::Dataset(d) => Ok(d),
+        _ => bail!("unexpected response"),
+    }
+}
+
+/// Bytes per read request, and requests kept in flight: the node fetches
+/// a request's chunks in parallel, and several requests overlap so the
+/// origin pipe stays full while standard output drains.
+const CAT_WINDOW: u64 = 16 << 20;
+const CAT_DEPTH: usize = 4;
+
+async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> Result<()> {
+    let mut client = Client::connect(endpoint).await?;
+    let Resp::Entry(entry) = client
+        .call(Req::Stat(v1::PathRef {
+            dataset: name.clone(),
+            version,
+            path: path.clone(),
+        }))
+        .await?
+    else {
+        bail!("unexpected response");
+    };
+    if entry.kind() == v1::FileKind::Directory {
+        bail!("{path}: is a directory");
+    }
+    // Pin the version the stat saw, so every window reads the same manifest.
+    let pinned = if version == 0 {
+        let Resp::Dataset(d) = client
+            .call(Req::Get(v1::DatasetRef { name: name.clone() }))
+            .await?
+        else {
+            bail!("unexpected response");
+        };
+        d.version
+    } else {
+        version
+    };
+    let size = if entry.kind() == v1::FileKind::Symlink {
+        u64::MAX
+    } else {
+        entry.size
+    };
+    let mut pool: Vec<Client> = vec![client];
+    let mut inflight = FuturesOrdered::new();
+    let mut offset = 0u64;
+    let mut out = std::io::stdout().lock();
+    loop {
+        while inflight.len() < CAT_DEPTH && offset < size {
+            let c = match pool.pop() {
+                Some(c) => c,
+                None => Client::connect(endpoint).await?,
+            };
+            let file = v1::PathRef {
+                dataset: name.clone(),
+                version: pinned,
+                path: path.clone(),
+            };
+            let start = offset;
+            inflight.push_back(async move {
+                let mut c = c;
+                let r = c
+                    .call(Req::Read(v1::ReadRange {
+                        file: Some(file),
+                        offset: start,
+                        length: CAT_WINDOW,
+                    }))
+                    .await;
+                (c, r)
+            });
+            offset += CAT_WINDOW;
+        }
+        let Some((c, r)) = inflight.next().await else {
+            break;
+        };
+        pool.push(c);
+        let Resp::Data(data) = r? else {
+            bail!("unexpected response")
+        };
+        if data.data.is_empty() {
+            break;
+        }
+        let last = (data.data.len() as u64) < CAT_WINDOW;
+        if let Err(e) = out.write_all(&data.data) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e).context("writing standard output");
+        }
+        if last {
+            break;
+        }
+    }
+    out.flush().or_else(|e| {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    Ok(())
+}
+
+fn spec_name(d: &v1::DatasetStatus) -> String {
+    d.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default()
+}
+
+fn percent(d: &v1::DatasetStatus) -> f64 {
+    if d.total_bytes == 0 {
+        100.0
+    } else {
+        d.cached_bytes as f64 * 100.0 / d.total_bytes as f64
+    }
+}
+
+fn kind_name(e: &v1::FileEntry) -> &'static str {
+    match e.kind() {
+        v1::FileKind::File => "file",
+        v1::FileKind::Directory => "dir",
+        v1::FileKind::Symlink => "symlink",
+    }
+}
+
+fn dataset_json(d: &v1::DatasetStatus) -> Value {
+    let spec = d.spec.clone().unwrap_or_default();
+    json!({
+        "name": spec.name,
+        "source": spec.source,
+        "s3_endpoint": spec.s3_endpoint,
+        "region": spec.region,
+        "chunk_size": spec.chunk_size,
+        "tier_policy": spec.tier_policy().as_str_name(),
+        "pin": spec.pin,
+        "version": d.version,
+        "versions": d.versions,
+        "files": d.files,
+        "directories": d.directories,
+        "total_bytes": d.total_bytes,
+        "cached_bytes": d.cached_bytes,
+        "cached_percent": (percent(d) * 10.0).round() / 10.0,
+        "cache_capacity": d.cache_capacity,
+        "phase": d.phase,
+        "created_unix": d.created_unix,
+        "refreshed_unix": d.refreshed_unix,
+    })
+}
+
+fn print_dataset(d: &v1::DatasetStatus, output: Output) {
+    match output {
+        Output::Json => print_json(&dataset_json(d)),
+        Output::Table => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let rows = [
+                ("Name", spec.name.clone()),
+                ("Source", spec.source.clone()),
+                (
+                    "S3 endpoint",
+                    if spec.s3_endpoint.is_empty() {
+                        "-".into()
+                    } else {
+                        spec.s3_endpoint.clone()
+                    },
+                ),
+                ("Chunk size", format_size(spec.chunk_size)),
+                ("Tier policy", spec.tier_policy().as_str_name().to_string()),
+                ("Pinned", spec.pin.to_string()),
+                ("Version", format!("{} (of {:?})", d.version, d.versions)),
+                ("Files", d.files.to_string()),
+                ("Directories", d.directories.to_string()),
+                ("Total size", format_size(d.total_bytes)),
+                (
+                    "Cached",
+                    format!("{} ({:.1}%)", format_size(d.cached_bytes), percent(d)),
+                ),
+                ("Phase", d.phase.clone()),
+            ];
+            for (k, v) in rows {
+                println!("{:<13} {v}", format!("{k}:"));
+            }
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
+    let rows: Vec<Vec<String>> = rows.collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(headers.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

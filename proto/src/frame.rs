@@ -76,7 +76,9 @@ mod tests {
     #[tokio::test]
     async fn oversized_length_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&(MAX_FRAME_BYTES + 1).to_be_bytes()).await.unwrap();
+        a.write_all(&(MAX_FRAME_BYTES + 1).to_be_bytes())
+            .await
+            .unwrap();
         let err = read_frame::<v1::Request, _>(&mut b).await.unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)));
     }

@@ -1,1 +1,334 @@
+//! Test harness: starts real processes — `rclone serve s3`, `cache-node` —
+//! on free loopback ports, and runs `dataset-ctl` against them.
+//!
+//! Binaries are looked up next to the test executable's target directory
+//! (`target/<profile>/`), so `cargo build --release` followed by
+//! `cargo test --release` tests exactly what was built.
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Access key the test S3 server accepts.
+pub const ACCESS_KEY: &str = "shoaltest";
+/// Secret key the test S3 server accepts (tests check it never leaks).
+pub const SECRET_KEY: &str = "shoal-secret-8f2e1c";
+
+/// Path of a workspace binary built in the same profile as this test.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --release` first",
+        p.display()
+    );
+    p
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `check` succeeds or `timeout` passes, polling every 20 ms.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// Minimal HTTP GET on loopback, returning (status, body).
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::Write;
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("bad HTTP status line")?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A process killed on drop.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Result<Self> {
+        let out = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {cmd:?}"))?;
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        // SAFETY: sending a signal to our own child process id.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `rclone serve s3` over a directory whose subdirectories are buckets.
+pub struct S3Server {
+    pub root: PathBuf,
+    pub endpoint: String,
+    _proc: Proc,
+}
+
+impl S3Server {
+    /// Starts the server. `etag_hash` is rclone's `--etag-hash` ("MD5", or
+    /// "" for no ETags at all).
+    pub fn start(root: &Path, log_dir: &Path, etag_hash: &str) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let proc = Proc::spawn(
+            Command::new("rclone")
+                .args(["serve", "s3", "--addr", &addr])
+                .arg(format!("--auth-key={ACCESS_KEY},{SECRET_KEY}"))
+                .arg(format!("--etag-hash={etag_hash}"))
+                .args(["--dir-cache-time", "0s", "--config", "/dev/null"])
+                .arg(root),
+            log_dir.join(format!("rclone-{port}.log")),
+        )?;
+        wait_for("rclone serve s3", Duration::from_secs(20), || {
+            TcpStream::connect(&addr).is_ok()
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            endpoint: format!("http://{addr}"),
+            _proc: proc,
+        })
+    }
+}
+
+/// Options of a cache node under test.
+#[derive(Debug, Clone)]
+pub struct NodeOpts {
+    pub memory_quota: String,
+    pub disk_quota: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for NodeOpts {
+    fn default() -> Self {
+        Self {
+            memory_quota: "256MiB".into(),
+            disk_quota: "1GiB".into(),
+            env: vec![
+                ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+            ],
+        }
+    }
+}
+
+/// A cache-node process with its own directories and ports.
+pub struct Node {
+    pub dir: PathBuf,
+    pub listen: String,
+    pub admin: String,
+    pub opts: NodeOpts,
+    pub proc: Option<Proc>,
+    starts: u32,
+}
+
+impl Node {
+    pub fn start(dir: &Path, opts: NodeOpts) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let mut n = Self {
+            dir: dir.to_path_buf(),
+            listen: format!("127.0.0.1:{}", free_port()),
+            admin: format!("127.0.0.1:{}", free_port()),
+            opts,
+            proc: None,
+            starts: 0,
+        };
+        n.restart()?;
+        Ok(n)
+    }
+
+    pub fn memory_dir(&self) -> PathBuf {
+        self.dir.join("mem")
+    }
+
+    pub fn disk_dir(&self) -> PathBuf {
+        self.dir.join("disk")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("data/node.sock")
+    }
+
+    /// (Re)starts the process on the same directories and ports and waits
+    /// for `/readyz`.
+    pub fn restart(&mut self) -> Result<()> {
+        self.starts += 1;
+        let mut cmd = Command::new(bin("cache-node"));
+        cmd.arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--memory-dir")
+            .arg(self.memory_dir())
+            .arg("--memory-quota")
+            .arg(&self.opts.memory_quota)
+            .arg("--disk-dir")
+            .arg(self.disk_dir())
+            .arg("--disk-quota")
+            .arg(&self.opts.disk_quota)
+            .args(["--listen", &self.listen, "--admin", &self.admin])
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("SHOAL_LOG", "info,shoal_cache_node=debug");
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn(&mut cmd, self.dir.join(format!("node-{}.log", self.starts)))?;
+        self.proc = Some(proc);
+        let admin = self.admin.clone();
+        wait_for("cache-node /readyz", Duration::from_secs(30), || {
+            matches!(http_get(&admin, "/readyz"), Ok((200, _)))
+        })
+        .with_context(|| self.logs())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(p) = self.proc.as_mut() {
+            p.kill9();
+        }
+    }
+
+    /// Every log this node wrote, across restarts.
+    pub fn logs(&self) -> String {
+        (1..=self.starts)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("node-{i}.log"))).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Runs dataset-ctl against this node.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("dataset-ctl"))
+            .arg("--endpoint")
+            .arg(&self.listen)
+            .args(args)
+            .output()
+            .expect("run dataset-ctl")
+    }
+
+    /// Runs dataset-ctl and requires success, returning stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "dataset-ctl {args:?} failed: {}\nnode log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        out.stdout
+    }
+
+    /// `dataset-ctl get NAME -o json`.
+    pub fn dataset(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.ctl_ok(&["get", name, "-o", "json"])).expect("json")
+    }
+
+    /// The value of one metric line (exact series text) from `/metrics`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, body) = http_get(&self.admin, "/metrics").expect("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so origins and checks agree.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Asserts a failed command: non-zero exit, one line on stderr containing `needle`.
+pub fn assert_fails(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "expected one error line, got:\n{err}"
+    );
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in: {err}"
+    );
+}

@@ -22,7 +22,13 @@ pub fn file_version_id(spec: &Spec, obj: &ObjectMeta) -> FileVersionId {
     if obj.etag.is_empty() {
         h.update(format!("size={} mtime={}", obj.size, obj.mtime_nanos).as_bytes());
     } else {
-        h.update(format!("etag={} version={} size={}", obj.etag, obj.version_id, obj.size).as_bytes());
+        h.update(
+            format!(
+                "etag={} version={} size={}",
+                obj.etag, obj.version_id, obj.size
+            )
+            .as_bytes(),
+        );
     }
     h.update(format!("\0chunk={}", spec.chunk_size).as_bytes());
     let mut id = [0u8; 16];
@@ -143,7 +149,10 @@ mod tests {
 
     #[test]
     fn implied_directories_and_bad_keys() {
-        let (entries, skipped) = build(&spec(), vec![obj("a/b/c.bin", "e1"), obj("a//x", "e2"), obj("top", "e3")]);
+        let (entries, skipped) = build(
+            &spec(),
+            vec![obj("a/b/c.bin", "e1"), obj("a//x", "e2"), obj("top", "e3")],
+        );
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["", "a", "a/b", "a/b/c.bin", "top"]);
         assert_eq!(skipped, vec!["a//x".to_string()]);
@@ -152,16 +161,31 @@ mod tests {
     #[test]
     fn file_version_follows_etag_and_location() {
         let s = spec();
-        assert_eq!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("x", "e")));
-        assert_ne!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("x", "f")));
-        assert_ne!(file_version_id(&s, &obj("x", "e")), file_version_id(&s, &obj("y", "e")));
+        assert_eq!(
+            file_version_id(&s, &obj("x", "e")),
+            file_version_id(&s, &obj("x", "e"))
+        );
+        assert_ne!(
+            file_version_id(&s, &obj("x", "e")),
+            file_version_id(&s, &obj("x", "f"))
+        );
+        assert_ne!(
+            file_version_id(&s, &obj("x", "e")),
+            file_version_id(&s, &obj("y", "e"))
+        );
         // The same object seen through a narrower prefix has the same identity.
         let mut narrow = spec();
         narrow.source = "s3://b/p/sub".into();
-        assert_eq!(file_version_id(&s, &obj("sub/x", "e")), file_version_id(&narrow, &obj("x", "e")));
+        assert_eq!(
+            file_version_id(&s, &obj("sub/x", "e")),
+            file_version_id(&narrow, &obj("x", "e"))
+        );
         // Without an ETag, mtime pins the version.
         let mut touched = obj("x", "");
         touched.mtime_nanos += 1;
-        assert_ne!(file_version_id(&s, &obj("x", "")), file_version_id(&s, &touched));
+        assert_ne!(
+            file_version_id(&s, &obj("x", "")),
+            file_version_id(&s, &touched)
+        );
     }
 }

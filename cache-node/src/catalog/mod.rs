@@ -79,8 +79,9 @@ impl Spec {
                 "chunk size {chunk_size} must be between 64 KiB and 64 MiB"
             )));
         }
-        let policy = v1::TierPolicy::try_from(s.tier_policy)
-            .map_err(|_| CatalogError::InvalidSpec(format!("unknown tier policy {}", s.tier_policy)))?;
+        let policy = v1::TierPolicy::try_from(s.tier_policy).map_err(|_| {
+            CatalogError::InvalidSpec(format!("unknown tier policy {}", s.tier_policy))
+        })?;
         if s.source.contains('@') || s.s3_endpoint.contains('@') {
             return Err(CatalogError::InvalidSpec(
                 "credentials do not belong in a source or endpoint URL; use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a credentials file on the node".into(),
@@ -146,7 +147,9 @@ pub struct DatasetRecord {
 
 impl DatasetRecord {
     pub fn latest(&self) -> &VersionInfo {
-        self.versions.last().expect("a dataset always has a version")
+        self.versions
+            .last()
+            .expect("a dataset always has a version")
     }
 
     /// The version `v` (0 = latest).
@@ -234,10 +237,11 @@ impl<'a> Catalog<'a> {
     pub fn list(&self) -> Result<Vec<DatasetRecord>, CatalogError> {
         let mut out = Vec::new();
         for (k, v) in self.index.scan(keys::DATASET)? {
-            let rec: DatasetRecord = serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                detail: e.to_string(),
-            })?;
+            let rec: DatasetRecord =
+                serde_json::from_slice(&v).map_err(|e| IndexError::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    detail: e.to_string(),
+                })?;
             out.push(rec);
         }
         Ok(out)
@@ -265,7 +269,10 @@ impl<'a> Catalog<'a> {
         });
         let mut batch = WriteBatch::default();
         for e in entries {
-            batch.put(keys::manifest_entry(&name, version, &e.path), e.encode_to_vec());
+            batch.put(
+                keys::manifest_entry(&name, version, &e.path),
+                e.encode_to_vec(),
+            );
         }
         batch.put(
             keys::dataset(&name),
@@ -287,7 +294,12 @@ impl<'a> Catalog<'a> {
     }
 
     /// The entry at `path` of a manifest version.
-    pub fn stat(&self, name: &str, version: u64, path: &str) -> Result<v1::FileEntry, CatalogError> {
+    pub fn stat(
+        &self,
+        name: &str,
+        version: u64,
+        path: &str,
+    ) -> Result<v1::FileEntry, CatalogError> {
         let path = clean_path(path)?;
         let raw = self
             .index
@@ -325,8 +337,9 @@ impl<'a> Catalog<'a> {
         mut f: impl FnMut(v1::FileEntry),
     ) -> Result<(), CatalogError> {
         let mut err = None;
-        self.index
-            .for_each(&keys::manifest_prefix(name, Some(version)), |_, v| match decode_entry(v) {
+        self.index.for_each(
+            &keys::manifest_prefix(name, Some(version)),
+            |_, v| match decode_entry(v) {
                 Ok(e) => {
                     f(e);
                     true
@@ -335,7 +348,8 @@ impl<'a> Catalog<'a> {
                     err = Some(e);
                     false
                 }
-            })?;
+            },
+        )?;
         err.map_or(Ok(()), Err)
     }
 

@@ -51,7 +51,8 @@ impl FailureOrigin {
 
     /// Every read waits this long before reaching the inner origin.
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn take(counter: &AtomicU64) -> bool {

@@ -55,7 +55,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
         out.push(ObjectMeta {
             path: rel,
             kind,
-            size: if kind == ObjectKind::File { meta.len() } else { target.len() as u64 },
+            size: if kind == ObjectKind::File {
+                meta.len()
+            } else {
+                target.len() as u64
+            },
             mtime_nanos: mtime_nanos(&meta),
             mode: meta.mode(),
             etag: String::new(),

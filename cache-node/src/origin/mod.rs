@@ -52,7 +52,9 @@ pub enum OriginError {
     Denied(String),
     #[error("origin not found: {0}")]
     NotFound(String),
-    #[error("object {path} changed at the origin since it was listed ({detail}); refresh the dataset")]
+    #[error(
+        "object {path} changed at the origin since it was listed ({detail}); refresh the dataset"
+    )]
     Changed { path: String, detail: String },
     #[error("origin returned {got} bytes for a {want}-byte range of {path}")]
     ShortRead { path: String, want: u64, got: u64 },
@@ -70,8 +72,11 @@ pub trait Origin: Send + Sync + std::fmt::Debug {
 
     /// Reads `range` of `object`, failing with [`OriginError::Changed`] if the
     /// object is no longer the version it was listed as.
-    async fn read_range(&self, object: &ObjectMeta, range: Range<u64>)
-        -> Result<Bytes, OriginError>;
+    async fn read_range(
+        &self,
+        object: &ObjectMeta,
+        range: Range<u64>,
+    ) -> Result<Bytes, OriginError>;
 
     /// A description for logs and errors, never containing credentials.
     fn describe(&self) -> String;
@@ -93,9 +98,9 @@ impl SourceUrl {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
             if !valid_bucket {
                 return Err(OriginError::InvalidSource(format!(
                     "{url}: bucket name must be 3-63 characters of a-z, 0-9, '-' and '.'"

@@ -112,7 +112,12 @@ impl S3Origin {
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().unwrap_or_default().to_string();
-        let context = DisplayErrorContext(&err).to_string();
+        // One line: the SDK's context can span several.
+        let context = DisplayErrorContext(&err)
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         let what = format!("s3://{}/{}", self.bucket, self.key(path));
         match (code.as_str(), status) {
             ("NoSuchBucket", _) => OriginError::NotFound(format!(
@@ -131,9 +136,11 @@ impl S3Origin {
                 detail: "object no longer exists".into(),
             },
             _ if matches!(err, SdkError::ConstructionFailure(_))
-                || context.contains("credentials") =>
+                || context.contains("no credentials") =>
             {
-                OriginError::Denied(format!("{what}: no usable credentials ({context})"))
+                OriginError::Denied(format!(
+                    "{what}: no credentials found on the node (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a shared credentials file)"
+                ))
             }
             _ => OriginError::Unavailable(format!(
                 "{what} at {}: {context}",
@@ -192,7 +199,11 @@ impl Origin for S3Origin {
                     kind,
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     mtime_nanos: obj.last_modified().map(to_nanos).unwrap_or(0),
-                    mode: if kind == ObjectKind::Directory { 0o40555 } else { 0o100444 },
+                    mode: if kind == ObjectKind::Directory {
+                        0o40555
+                    } else {
+                        0o100444
+                    },
                     etag: obj.e_tag().map(unquote_etag).unwrap_or("").to_string(),
                     version_id: String::new(),
                     symlink_target: String::new(),
@@ -243,7 +254,10 @@ impl Origin for S3Origin {
                 .and_then(|t| t.parse::<u64>().ok());
             if let Some(total) = total {
                 if total != object.size {
-                    return Err(changed(format!("size {total} differs from listed {}", object.size)));
+                    return Err(changed(format!(
+                        "size {total} differs from listed {}",
+                        object.size
+                    )));
                 }
             }
             if let Some(lm) = resp.last_modified() {

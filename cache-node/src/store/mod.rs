@@ -174,7 +174,9 @@ pub struct ChunkStore {
 
 impl std::fmt::Debug for ChunkStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkStore").field("dirs", &self.inner.dirs).finish()
+        f.debug_struct("ChunkStore")
+            .field("dirs", &self.inner.dirs)
+            .finish()
     }
 }
 
@@ -186,7 +188,11 @@ struct ReadGuard<'a> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
-        self.store.state.lock().expect("state lock").release(&self.key);
+        self.store
+            .state
+            .lock()
+            .expect("state lock")
+            .release(&self.key);
     }
 }
 
@@ -503,7 +509,12 @@ impl ChunkStore {
                 store: &self.inner,
                 key: c,
             };
-            let got = files::read_at(self.path(entry.tier, &c.fv), entry.offset, entry.len as usize).await;
+            let got = files::read_at(
+                self.path(entry.tier, &c.fv),
+                entry.offset,
+                entry.len as usize,
+            )
+            .await;
             if let Ok(b) = got {
                 if blake3::hash(&b).as_bytes() == hash {
                     return Some(b);
@@ -530,7 +541,9 @@ impl ChunkStore {
             attempt += 1;
             match file.origin.read_range(&file.object, range.clone()).await {
                 Ok(b) => {
-                    m.origin_requests.get_or_create(&vec![("result", "ok")]).inc();
+                    m.origin_requests
+                        .get_or_create(&vec![("result", "ok")])
+                        .inc();
                     m.origin_bytes.inc_by(b.len() as u64);
                     return Ok(b);
                 }
@@ -541,10 +554,14 @@ impl ChunkStore {
                     return Err(e.into());
                 }
                 Err(e) => {
-                    m.origin_requests.get_or_create(&vec![("result", "error")]).inc();
+                    m.origin_requests
+                        .get_or_create(&vec![("result", "error")])
+                        .inc();
                     let transient = matches!(
                         e,
-                        OriginError::Unavailable(_) | OriginError::ShortRead { .. } | OriginError::Io(_)
+                        OriginError::Unavailable(_)
+                            | OriginError::ShortRead { .. }
+                            | OriginError::Io(_)
                     );
                     if !transient || attempt >= MAX_ORIGIN_ATTEMPTS {
                         return Err(e.into());
@@ -589,7 +606,10 @@ impl ChunkStore {
             match self.write_chunk(tier, key, bytes.clone(), entry).await {
                 Ok(()) => return Ok(true),
                 Err(StoreError::Io(e)) if files::is_no_space(&e) => {
-                    tracing::warn!(tier = tier.name(), "tier medium is full; trying the next tier");
+                    tracing::warn!(
+                        tier = tier.name(),
+                        "tier medium is full; trying the next tier"
+                    );
                 }
                 Err(e) => return Err(e),
             }
@@ -631,7 +651,10 @@ impl ChunkStore {
             let mut batch = WriteBatch::default();
             batch.delete(keys::pending(&key));
             batch.put(keys::resident(&key), rec.encode());
-            batch.put(keys::chunk_map(&key), index::encode_chunk_map(&entry.hash, entry.len));
+            batch.put(
+                keys::chunk_map(&key),
+                index::encode_chunk_map(&entry.hash, entry.len),
+            );
             batch.put(keys::by_hash(&entry.hash, &key), []);
             self.inner.index.write(batch)?;
             Ok::<_, StoreError>(())

@@ -157,7 +157,12 @@ impl Residency {
 
     /// Keys of every resident chunk of `fv`.
     pub fn chunks_of(&self, fv: &FileVersionId) -> Vec<ChunkKey> {
-        let mut v: Vec<_> = self.chunks.keys().filter(|k| k.fv == *fv).copied().collect();
+        let mut v: Vec<_> = self
+            .chunks
+            .keys()
+            .filter(|k| k.fv == *fv)
+            .copied()
+            .collect();
         v.sort();
         v
     }
@@ -432,7 +437,8 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u32..24, 1u32..300, proptest::bool::weighted(0.1)).prop_map(|(k, l, p)| Op::Put(k, l, p)),
+            (0u32..24, 1u32..300, proptest::bool::weighted(0.1))
+                .prop_map(|(k, l, p)| Op::Put(k, l, p)),
             (0u32..24).prop_map(Op::Read),
             (0u32..24).prop_map(Op::Remove),
         ]

@@ -75,7 +75,10 @@ impl Fixture {
             origin_concurrency: 4,
             read_concurrency: 4,
         };
-        (ChunkStore::open(index, &cfg, metrics.clone()).unwrap(), metrics)
+        (
+            ChunkStore::open(index, &cfg, metrics.clone()).unwrap(),
+            metrics,
+        )
     }
 }
 
@@ -99,7 +102,11 @@ fn concurrent_misses_share_one_origin_fetch() {
         for g in got {
             assert_eq!(&g.unwrap()[..], &fx.data[0][10..110]);
         }
-        assert_eq!(fx.origin.reads(), 1, "one origin request for 16 concurrent misses");
+        assert_eq!(
+            fx.origin.reads(),
+            1,
+            "one origin request for 16 concurrent misses"
+        );
     });
 }
 
@@ -117,7 +124,10 @@ fn memory_evicts_by_demoting_to_disk_and_disk_drops() {
             assert!(u.used <= u.quota, "{:?} over quota", u.tier);
         }
         let text = metrics.encode();
-        assert!(text.contains("shoal_evictions_total{tier=\"memory\",action=\"demote\"}"), "{text}");
+        assert!(
+            text.contains("shoal_evictions_total{tier=\"memory\",action=\"demote\"}"),
+            "{text}"
+        );
         // Everything still reads back correctly, from whichever tier.
         let again = store.read(&file, 0, file.size).await.unwrap();
         assert_eq!(&again[..], &fx.data[0][..]);
@@ -129,9 +139,21 @@ fn pinned_chunks_stay_and_overflow_is_served_uncached() {
     rt().block_on(async {
         let fx = Fixture::new(&[CHUNK as usize * 3, CHUNK as usize * 3]).await;
         let (store, metrics) = fx.open(0, 3 * CHUNK);
-        let pinned = fx.file(0, Placement { policy: TierPolicy::DiskOnly, pin: true });
+        let pinned = fx.file(
+            0,
+            Placement {
+                policy: TierPolicy::DiskOnly,
+                pin: true,
+            },
+        );
         store.read(&pinned, 0, pinned.size).await.unwrap();
-        let other = fx.file(1, Placement { policy: TierPolicy::DiskOnly, pin: false });
+        let other = fx.file(
+            1,
+            Placement {
+                policy: TierPolicy::DiskOnly,
+                pin: false,
+            },
+        );
         let got = store.read(&other, 0, other.size).await.unwrap();
         assert_eq!(&got[..], &fx.data[1][..]);
         assert_eq!(store.resident_bytes(&pinned.fv), pinned.size);
@@ -149,9 +171,15 @@ fn changed_origin_is_reported_never_mixed() {
         store.read(&file, 0, 10).await.unwrap();
         std::fs::write(fx.root.join("f0"), vec![1u8; CHUNK as usize * 2]).unwrap();
         let err = store.read(&file, CHUNK, 10).await.unwrap_err();
-        assert!(matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })), "{err}");
+        assert!(
+            matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })),
+            "{err}"
+        );
         // The chunk cached before the change is still the old bytes.
-        assert_eq!(&store.read(&file, 0, 10).await.unwrap()[..], &fx.data[0][..10]);
+        assert_eq!(
+            &store.read(&file, 0, 10).await.unwrap()[..],
+            &fx.data[0][..10]
+        );
     });
 }
 
@@ -159,7 +187,13 @@ fn changed_origin_is_reported_never_mixed() {
 fn corrupt_refetch_is_refused_against_the_recorded_hash() {
     rt().block_on(async {
         let fx = Fixture::new(&[CHUNK as usize]).await;
-        let file = fx.file(0, Placement { policy: TierPolicy::MemoryOnly, pin: false });
+        let file = fx.file(
+            0,
+            Placement {
+                policy: TierPolicy::MemoryOnly,
+                pin: false,
+            },
+        );
         {
             let (store, _) = fx.open(CHUNK, 0);
             store.read(&file, 0, 1).await.unwrap();
@@ -168,7 +202,10 @@ fn corrupt_refetch_is_refused_against_the_recorded_hash() {
         let (store, _) = fx.open(CHUNK, 0);
         fx.origin.corrupt_next_reads(1);
         let err = store.read(&file, 0, 1).await.unwrap_err();
-        assert!(matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })), "{err}");
+        assert!(
+            matches!(err.root(), StoreError::Origin(OriginError::Changed { .. })),
+            "{err}"
+        );
         assert_eq!(store.read(&file, 0, 4).await.unwrap()[..], fx.data[0][..4]);
     });
 }
@@ -192,13 +229,23 @@ fn recovery_punches_unfinished_writes_and_drops_missing_files() {
             index.write(batch).unwrap();
         }
         let (store, _) = fx.open(1 << 20, 1 << 20);
-        assert!(store.state().get(&key).is_none(), "unfinished chunk must not be resident");
-        assert!(store.state().get(&file.key(0)).is_some(), "finished chunk survives");
+        assert!(
+            store.state().get(&key).is_none(),
+            "unfinished chunk must not be resident"
+        );
+        assert!(
+            store.state().get(&file.key(0)).is_some(),
+            "finished chunk survives"
+        );
         assert!(store.inner.index.scan(keys::PENDING).unwrap().is_empty());
         let before = fx.origin.reads();
         let all = store.read(&file, 0, file.size).await.unwrap();
         assert_eq!(&all[..], &fx.data[0][..]);
-        assert_eq!(fx.origin.reads(), before + 1, "only the unfinished chunk is fetched again");
+        assert_eq!(
+            fx.origin.reads(),
+            before + 1,
+            "only the unfinished chunk is fetched again"
+        );
         drop(store);
         // A memory tier wiped by a reboot: records whose files are gone are dropped.
         std::fs::remove_dir_all(fx.root.parent().unwrap().join("mem")).unwrap();

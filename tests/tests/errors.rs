@@ -1,0 +1,222 @@
+//! Every bad input gets one clear line, a non-zero exit, and leaves nothing behind.
+
+use shoal_tests::{assert_fails, free_port, Node, NodeOpts, S3Server, ACCESS_KEY};
+
+fn datasets(node: &Node) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_slice(&node.ctl_ok(&["list", "-o", "json"])).unwrap();
+    v.as_array().unwrap().len()
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
+    std::fs::create_dir_all(s3.root.join("bucket/x")).unwrap();
+    std::fs::write(s3.root.join("bucket/x/f"), b"data").unwrap();
+    let node = Node::start(&tmp.path().join("node"), NodeOpts::default()).unwrap();
+    let ep = s3.endpoint.as_str();
+
+    assert_fails(
+        &node.ctl(&["create", "Bad_Name", "--source", "s3://bucket"]),
+        "invalid dataset name",
+    );
+    assert_fails(
+        &node.ctl(&["create", "with.dots", "--source", "s3://bucket"]),
+        "invalid dataset name",
+    );
+    assert_fails(
+        &node.ctl(&["create", "ok", "--source", "ftp://x"]),
+        "expected s3://",
+    );
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ok",
+            "--source",
+            "s3://bucket",
+            "--chunk-size",
+            "1KiB",
+            "--s3-endpoint",
+            ep,
+        ]),
+        "chunk size",
+    );
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ok",
+            "--source",
+            "s3://nobucket",
+            "--s3-endpoint",
+            ep,
+        ]),
+        "does not exist",
+    );
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ok",
+            "--source",
+            "s3://bucket/missing-prefix",
+            "--s3-endpoint",
+            ep,
+        ]),
+        "lists no files",
+    );
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ok",
+            "--source",
+            "s3://bucket",
+            "--s3-endpoint",
+            &dead,
+        ]),
+        "unreachable",
+    );
+    assert_fails(
+        &node.ctl(&["create", "ok", "--source", "file:///does/not/exist"]),
+        "does not exist",
+    );
+    assert_fails(&node.ctl(&["get", "nope"]), "not found");
+    assert_fails(&node.ctl(&["cat", "nope", "x"]), "not found");
+    assert_fails(&node.ctl(&["delete", "nope"]), "not found");
+    assert_fails(&node.ctl(&["refresh", "nope"]), "not found");
+    assert_eq!(datasets(&node), 0, "failed creates leave nothing behind");
+
+    node.ctl_ok(&[
+        "create",
+        "ok",
+        "--source",
+        "s3://bucket",
+        "--s3-endpoint",
+        ep,
+    ]);
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ok",
+            "--source",
+            "s3://bucket",
+            "--s3-endpoint",
+            ep,
+        ]),
+        "already exists",
+    );
+    assert_fails(&node.ctl(&["cat", "ok", "x"]), "is a directory");
+    assert_fails(&node.ctl(&["cat", "ok", "x/nope"]), "no such file");
+    assert_fails(&node.ctl(&["cat", "ok", "../etc/passwd"]), "no such file");
+    assert_fails(
+        &node.ctl(&["cat", "ok", "x/f", "--version", "7"]),
+        "no manifest version 7",
+    );
+
+    // Malformed and invalid YAML.
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, "apiVersion: [unclosed").unwrap();
+    assert_fails(
+        &node.ctl(&["apply", "-f", bad.to_str().unwrap()]),
+        "malformed yaml",
+    );
+    std::fs::write(&bad, "apiVersion: shoal.io/v1alpha1\nkind: Dataset\nmetadata: {name: y}\nspec: {source: s3://bucket, chunkSise: 1MiB}\n").unwrap();
+    assert_fails(
+        &node.ctl(&["apply", "-f", bad.to_str().unwrap()]),
+        "chunkSise",
+    );
+    assert_fails(
+        &node.ctl(&["apply", "-f", "/no/such/file.yaml"]),
+        "cannot read",
+    );
+    assert_eq!(datasets(&node), 1);
+
+    // apply creates, then reports unchanged, and refuses to mutate a spec.
+    let good = tmp.path().join("good.yaml");
+    let doc = format!("apiVersion: shoal.io/v1alpha1\nkind: Dataset\nmetadata: {{name: y}}\nspec:\n  source: s3://bucket/x\n  s3Endpoint: {ep}\n  chunkSize: 1MiB\n");
+    std::fs::write(&good, &doc).unwrap();
+    assert!(
+        String::from_utf8(node.ctl_ok(&["apply", "-f", good.to_str().unwrap()]))
+            .unwrap()
+            .contains("created")
+    );
+    assert!(
+        String::from_utf8(node.ctl_ok(&["apply", "-f", good.to_str().unwrap()]))
+            .unwrap()
+            .contains("unchanged")
+    );
+    std::fs::write(&good, doc.replace("1MiB", "2MiB")).unwrap();
+    assert_fails(
+        &node.ctl(&["apply", "-f", good.to_str().unwrap()]),
+        "immutable",
+    );
+    assert_eq!(datasets(&node), 2);
+
+    // An unreachable node.
+    let out = std::process::Command::new(shoal_tests::bin("dataset-ctl"))
+        .args(["--endpoint", &format!("127.0.0.1:{}", free_port()), "list"])
+        .output()
+        .unwrap();
+    assert_fails(&out, "cannot reach cache-node");
+}
+
+#[test]
+fn bad_credentials_are_denied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
+    std::fs::create_dir_all(s3.root.join("bucket")).unwrap();
+    std::fs::write(s3.root.join("bucket/f"), b"data").unwrap();
+    let opts = NodeOpts {
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "wrong-secret".into()),
+        ],
+        ..NodeOpts::default()
+    };
+    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    assert_fails(
+        &node.ctl(&[
+            "create",
+            "ds",
+            "--source",
+            "s3://bucket",
+            "--s3-endpoint",
+            &s3.endpoint,
+        ]),
+        "denied",
+    );
+    let none = Node::start(
+        &tmp.path().join("node2"),
+        NodeOpts {
+            env: vec![],
+            ..NodeOpts::default()
+        },
+    )
+    .unwrap();
+    assert_fails(
+        &none.ctl(&[
+            "create",
+            "ds",
+            "--source",
+            "s3://bucket",
+            "--s3-endpoint",
+            &s3.endpoint,
+        ]),
+        "credentials",
+    );
+    assert!(!node.logs().contains("wrong-secret"));
+}
+
+#[test]
+fn bad_node_config_exits_non_zero_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(&cfg, "[memory]\nquota = \"lots\"\n").unwrap();
+    let out = std::process::Command::new(shoal_tests::bin("cache-node"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
+}
