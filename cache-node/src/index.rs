@@ -214,6 +214,9 @@ pub fn decode_chunk_map(b: &[u8]) -> Option<([u8; 32], u32)> {
     ))
 }
 
+/// One raw (key, value) pair.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// The node's RocksDB database.
 pub struct Index {
     db: DB,
@@ -254,7 +257,7 @@ impl Index {
     }
 
     /// Every (key, value) whose key starts with `prefix`, in key order.
-    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, IndexError> {
+    pub fn scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, IndexError> {
         let mut out = Vec::new();
         self.for_each(prefix, |k, v| {
             out.push((k.to_vec(), v.to_vec()));

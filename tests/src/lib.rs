@@ -285,6 +285,32 @@ impl Node {
         out.stdout
     }
 
+    /// `dataset-ctl create NAME --source SOURCE [--s3-endpoint EP] EXTRA...`.
+    pub fn create(
+        &self,
+        name: &str,
+        source: &str,
+        endpoint: Option<&str>,
+        extra: &[&str],
+    ) -> Output {
+        let mut args = vec!["create", name, "--source", source];
+        if let Some(ep) = endpoint {
+            args.extend(["--s3-endpoint", ep]);
+        }
+        args.extend(extra);
+        self.ctl(&args)
+    }
+
+    /// Creates an S3 dataset with 1 MiB chunks and requires success.
+    pub fn create_ok(&self, name: &str, source: &str, endpoint: &str) {
+        let out = self.create(name, source, Some(endpoint), &["--chunk-size", "1MiB"]);
+        assert!(
+            out.status.success(),
+            "create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `dataset-ctl get NAME -o json`.
     pub fn dataset(&self, name: &str) -> serde_json::Value {
         serde_json::from_slice(&self.ctl_ok(&["get", name, "-o", "json"])).expect("json")
@@ -331,4 +357,33 @@ pub fn assert_fails(out: &Output, needle: &str) {
         err.to_lowercase().contains(&needle.to_lowercase()),
         "expected {needle:?} in: {err}"
     );
+}
+
+/// The usual end-to-end setup: an S3 server with one bucket and a node.
+pub struct Fixture {
+    pub s3: S3Server,
+    pub node: Node,
+    /// Kept last so directories outlive the processes using them.
+    pub tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    /// Starts `rclone serve s3` (`etag_hash` as for [`S3Server::start`]),
+    /// writes `files` into bucket `bucket`, and starts a node with `opts`.
+    pub fn new(etag_hash: &str, files: &[(String, Vec<u8>)], opts: NodeOpts) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), etag_hash).expect("s3 server");
+        for (p, b) in files {
+            let path = s3.root.join("bucket").join(p);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, b).expect("write origin file");
+        }
+        std::fs::create_dir_all(s3.root.join("bucket")).expect("bucket");
+        let node = Node::start(&tmp.path().join("node"), opts).expect("node");
+        Self { s3, node, tmp }
+    }
+
+    pub fn bucket(&self) -> PathBuf {
+        self.s3.root.join("bucket")
+    }
 }

@@ -4,27 +4,26 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use shoal_tests::{bin, pattern, wait_for, Node, NodeOpts, S3Server};
+use shoal_tests::{bin, pattern, wait_for, Fixture, NodeOpts};
 
 #[test]
 fn kill9_during_fetches_then_every_byte_matches_the_origin() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
-    let bucket = s3.root.join("bucket");
-    std::fs::create_dir_all(&bucket).unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..3)
-        .map(|i| (format!("f{i}.bin"), pattern(100 + i, (48 << 20) + i as usize * 777)))
+        .map(|i| {
+            (
+                format!("f{i}.bin"),
+                pattern(100 + i, (48 << 20) + i as usize * 777),
+            )
+        })
         .collect();
-    for (p, b) in &files {
-        std::fs::write(bucket.join(p), b).unwrap();
-    }
     // A small memory tier so demotions to disk are under way too.
     let opts = NodeOpts {
         memory_quota: "24MiB".into(),
         ..NodeOpts::default()
     };
-    let mut node = Node::start(&tmp.path().join("node"), opts).unwrap();
-    node.ctl_ok(&["create", "ds", "--source", "s3://bucket", "--s3-endpoint", &s3.endpoint, "--chunk-size", "1MiB"]);
+    let mut fx = Fixture::new("MD5", &files, opts);
+    let (s3, node) = (&fx.s3, &mut fx.node);
+    node.create_ok("ds", "s3://bucket", &s3.endpoint);
 
     for (round, threshold) in [(0usize, 6u64 << 20), (1, 20 << 20), (2, 36 << 20)] {
         let (path, _) = &files[round];

@@ -1,6 +1,6 @@
 //! Every bad input gets one clear line, a non-zero exit, and leaves nothing behind.
 
-use shoal_tests::{assert_fails, free_port, Node, NodeOpts, S3Server, ACCESS_KEY};
+use shoal_tests::{assert_fails, free_port, Fixture, Node, NodeOpts, ACCESS_KEY};
 
 fn datasets(node: &Node) -> usize {
     let v: serde_json::Value =
@@ -10,11 +10,12 @@ fn datasets(node: &Node) -> usize {
 
 #[test]
 fn bad_inputs_fail_cleanly_and_leave_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
-    std::fs::create_dir_all(s3.root.join("bucket/x")).unwrap();
-    std::fs::write(s3.root.join("bucket/x/f"), b"data").unwrap();
-    let node = Node::start(&tmp.path().join("node"), NodeOpts::default()).unwrap();
+    let fx = Fixture::new(
+        "MD5",
+        &[("x/f".into(), b"data".to_vec())],
+        NodeOpts::default(),
+    );
+    let (tmp, s3, node) = (&fx.tmp, &fx.s3, &fx.node);
     let ep = s3.endpoint.as_str();
 
     assert_fails(
@@ -43,37 +44,16 @@ fn bad_inputs_fail_cleanly_and_leave_nothing() {
         "chunk size",
     );
     assert_fails(
-        &node.ctl(&[
-            "create",
-            "ok",
-            "--source",
-            "s3://nobucket",
-            "--s3-endpoint",
-            ep,
-        ]),
+        &node.create("ok", "s3://nobucket", Some(ep), &[]),
         "does not exist",
     );
     assert_fails(
-        &node.ctl(&[
-            "create",
-            "ok",
-            "--source",
-            "s3://bucket/missing-prefix",
-            "--s3-endpoint",
-            ep,
-        ]),
+        &node.create("ok", "s3://bucket/missing-prefix", Some(ep), &[]),
         "lists no files",
     );
     let dead = format!("http://127.0.0.1:{}", free_port());
     assert_fails(
-        &node.ctl(&[
-            "create",
-            "ok",
-            "--source",
-            "s3://bucket",
-            "--s3-endpoint",
-            &dead,
-        ]),
+        &node.create("ok", "s3://bucket", Some(&dead), &[]),
         "unreachable",
     );
     assert_fails(
@@ -84,25 +64,14 @@ fn bad_inputs_fail_cleanly_and_leave_nothing() {
     assert_fails(&node.ctl(&["cat", "nope", "x"]), "not found");
     assert_fails(&node.ctl(&["delete", "nope"]), "not found");
     assert_fails(&node.ctl(&["refresh", "nope"]), "not found");
-    assert_eq!(datasets(&node), 0, "failed creates leave nothing behind");
+    assert_eq!(datasets(node), 0, "failed creates leave nothing behind");
 
-    node.ctl_ok(&[
-        "create",
-        "ok",
-        "--source",
-        "s3://bucket",
-        "--s3-endpoint",
-        ep,
-    ]);
+    assert!(node
+        .create("ok", "s3://bucket", Some(ep), &[])
+        .status
+        .success());
     assert_fails(
-        &node.ctl(&[
-            "create",
-            "ok",
-            "--source",
-            "s3://bucket",
-            "--s3-endpoint",
-            ep,
-        ]),
+        &node.create("ok", "s3://bucket", Some(ep), &[]),
         "already exists",
     );
     assert_fails(&node.ctl(&["cat", "ok", "x"]), "is a directory");
@@ -129,7 +98,7 @@ fn bad_inputs_fail_cleanly_and_leave_nothing() {
         &node.ctl(&["apply", "-f", "/no/such/file.yaml"]),
         "cannot read",
     );
-    assert_eq!(datasets(&node), 1);
+    assert_eq!(datasets(node), 1);
 
     // apply creates, then reports unchanged, and refuses to mutate a spec.
     let good = tmp.path().join("good.yaml");
@@ -150,7 +119,7 @@ fn bad_inputs_fail_cleanly_and_leave_nothing() {
         &node.ctl(&["apply", "-f", good.to_str().unwrap()]),
         "immutable",
     );
-    assert_eq!(datasets(&node), 2);
+    assert_eq!(datasets(node), 2);
 
     // An unreachable node.
     let out = std::process::Command::new(shoal_tests::bin("dataset-ctl"))
@@ -162,10 +131,12 @@ fn bad_inputs_fail_cleanly_and_leave_nothing() {
 
 #[test]
 fn bad_credentials_are_denied() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
-    std::fs::create_dir_all(s3.root.join("bucket")).unwrap();
-    std::fs::write(s3.root.join("bucket/f"), b"data").unwrap();
+    let fx = Fixture::new(
+        "MD5",
+        &[("f".into(), b"data".to_vec())],
+        NodeOpts::default(),
+    );
+    let (tmp, s3) = (&fx.tmp, &fx.s3);
     let opts = NodeOpts {
         env: vec![
             ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
@@ -173,20 +144,13 @@ fn bad_credentials_are_denied() {
         ],
         ..NodeOpts::default()
     };
-    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    let node = Node::start(&tmp.path().join("bad-key"), opts).unwrap();
     assert_fails(
-        &node.ctl(&[
-            "create",
-            "ds",
-            "--source",
-            "s3://bucket",
-            "--s3-endpoint",
-            &s3.endpoint,
-        ]),
+        &node.create("ds", "s3://bucket", Some(&s3.endpoint), &[]),
         "denied",
     );
     let none = Node::start(
-        &tmp.path().join("node2"),
+        &tmp.path().join("no-credentials"),
         NodeOpts {
             env: vec![],
             ..NodeOpts::default()
@@ -194,14 +158,7 @@ fn bad_credentials_are_denied() {
     )
     .unwrap();
     assert_fails(
-        &none.ctl(&[
-            "create",
-            "ds",
-            "--source",
-            "s3://bucket",
-            "--s3-endpoint",
-            &s3.endpoint,
-        ]),
+        &none.create("ds", "s3://bucket", Some(&s3.endpoint), &[]),
         "credentials",
     );
     assert!(!node.logs().contains("wrong-secret"));

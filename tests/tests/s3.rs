@@ -1,11 +1,9 @@
 //! End to end against a real S3-compatible server (`rclone serve s3`).
 
-use std::path::Path;
+use shoal_tests::{pattern, Fixture, NodeOpts, SECRET_KEY};
 
-use shoal_tests::{pattern, Node, NodeOpts, S3Server, SECRET_KEY};
-
-/// Writes a small tree into `bucket` and returns (path, bytes) of every file.
-fn populate(bucket: &Path) -> Vec<(String, Vec<u8>)> {
+/// A small tree: (path, bytes) of every file.
+fn tree() -> Vec<(String, Vec<u8>)> {
     let files = vec![
         (
             "models/weights.bin".to_string(),
@@ -19,29 +17,13 @@ fn populate(bucket: &Path) -> Vec<(String, Vec<u8>)> {
         ("a/b/c/deep.txt".to_string(), pattern(2, 4097)),
         ("exact.bin".to_string(), pattern(3, 2 << 20)),
     ];
-    for (p, b) in &files {
-        let path = bucket.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, b).unwrap();
-    }
     files
 }
 
 fn run_roundtrip(etag_hash: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), etag_hash).unwrap();
-    let files = populate(&s3.root.join("bucket"));
-    let node = Node::start(&tmp.path().join("node"), NodeOpts::default()).unwrap();
-    node.ctl_ok(&[
-        "create",
-        "ds",
-        "--source",
-        "s3://bucket",
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--chunk-size",
-        "1MiB",
-    ]);
+    let files = tree();
+    let Fixture { s3, node, .. } = &Fixture::new(etag_hash, &files, NodeOpts::default());
+    node.create_ok("ds", "s3://bucket", &s3.endpoint);
     let list: serde_json::Value =
         serde_json::from_slice(&node.ctl_ok(&["list", "-o", "json"])).unwrap();
     let total: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
@@ -98,21 +80,9 @@ fn s3_cat_matches_origin_without_etags() {
 #[test]
 fn changed_object_is_reported_and_refresh_serves_new_bytes() {
     for etag_hash in ["MD5", ""] {
-        let tmp = tempfile::tempdir().unwrap();
-        let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), etag_hash).unwrap();
-        let bucket = s3.root.join("bucket");
-        populate(&bucket);
-        let node = Node::start(&tmp.path().join("node"), NodeOpts::default()).unwrap();
-        node.ctl_ok(&[
-            "create",
-            "ds",
-            "--source",
-            "s3://bucket/models",
-            "--s3-endpoint",
-            &s3.endpoint,
-            "--chunk-size",
-            "1MiB",
-        ]);
+        let fx = Fixture::new(etag_hash, &tree(), NodeOpts::default());
+        let (s3, node, bucket) = (&fx.s3, &fx.node, fx.bucket());
+        node.create_ok("ds", "s3://bucket/models", &s3.endpoint);
         // Read only the first chunk, then change the object (same size, new bytes, new mtime).
         let v1 = pattern(1, (9 << 20) + 123);
         std::fs::write(bucket.join("models/weights.bin"), pattern(9, v1.len())).unwrap();
@@ -165,30 +135,10 @@ fn changed_object_is_reported_and_refresh_serves_new_bytes() {
 
 #[test]
 fn dedup_across_datasets_fetches_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(&tmp.path().join("s3"), tmp.path(), "MD5").unwrap();
-    let files = populate(&s3.root.join("bucket"));
-    let node = Node::start(&tmp.path().join("node"), NodeOpts::default()).unwrap();
-    node.ctl_ok(&[
-        "create",
-        "all",
-        "--source",
-        "s3://bucket",
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--chunk-size",
-        "1MiB",
-    ]);
-    node.ctl_ok(&[
-        "create",
-        "models",
-        "--source",
-        "s3://bucket/models",
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--chunk-size",
-        "1MiB",
-    ]);
+    let files = tree();
+    let Fixture { s3, node, .. } = &Fixture::new("MD5", &files, NodeOpts::default());
+    node.create_ok("all", "s3://bucket", &s3.endpoint);
+    node.create_ok("models", "s3://bucket/models", &s3.endpoint);
     assert!(node.ctl_ok(&["cat", "all", "models/weights.bin"]) == files[0].1);
     let requests = node.metric("shoal_origin_requests_total{result=\"ok\"}");
     let memory = node.metric("shoal_tier_bytes{tier=\"memory\"}");
@@ -205,7 +155,7 @@ fn dedup_across_datasets_fetches_once() {
     );
     assert_eq!(
         node.dataset("models")["cached_bytes"],
-        files[0].1.len() as u64 + 0
+        files[0].1.len() as u64
     );
     // Deleting one dataset keeps the bytes the other still uses.
     node.ctl_ok(&["delete", "models"]);
@@ -216,5 +166,4 @@ fn dedup_across_datasets_fetches_once() {
         0.0,
         "delete frees what nobody uses"
     );
-    let _ = NodeOpts::default();
 }

@@ -47,6 +47,32 @@ where
     }
 }
 
+/// Accepts connections until cancelled, each served as a task of this
+/// server; on cancellation waits for every connection to finish.
+async fn serve_accepted<S, F, Fut>(
+    node: Arc<Node>,
+    mut accept: F,
+    cancel: CancellationToken,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = accept() => {
+                conns.spawn(serve_conn(node.clone(), accepted?, cancel.clone()));
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}
+
 /// Serves the API on a Unix socket until cancelled.
 pub async fn serve_unix(
     node: Arc<Node>,
@@ -60,20 +86,9 @@ pub async fn serve_unix(
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(path)?;
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                conns.spawn(serve_conn(node.clone(), stream, cancel.clone()));
-            }
-        }
-    }
-    while conns.join_next().await.is_some() {}
+    let result = serve_accepted(node, || async { Ok(listener.accept().await?.0) }, cancel).await;
     let _ = std::fs::remove_file(path);
-    Ok(())
+    result
 }
 
 /// Serves the API on TCP until cancelled.
@@ -82,18 +97,10 @@ pub async fn serve_tcp(
     listener: TcpListener,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                let _ = stream.set_nodelay(true);
-                conns.spawn(serve_conn(node.clone(), stream, cancel.clone()));
-            }
-        }
-    }
-    while conns.join_next().await.is_some() {}
-    Ok(())
+    let accept = || async {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    };
+    serve_accepted(node, accept, cancel).await
 }
