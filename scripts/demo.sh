@@ -26,7 +26,13 @@ port_api=17070; port_admin=19464
   > "$demo/node.log" 2>&1 &
 node_pid=$!
 trap 'kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true' EXIT
-for _ in $(seq 200); do curl -sf "127.0.0.1:$port_admin/readyz" >/dev/null && break; sleep 0.05; done
+ready=0
+for _ in $(seq 400); do
+  kill -0 $node_pid 2>/dev/null || { echo "demo: cache-node exited; its log:" >&2; cat "$demo/node.log" >&2; exit 1; }
+  curl -sf "127.0.0.1:$port_admin/readyz" >/dev/null && { ready=1; break; }
+  sleep 0.05
+done
+[ $ready = 1 ] || { echo "demo: cache-node not ready after 20 s; log in $demo/node.log" >&2; exit 1; }
 export SHOAL_ENDPOINT=127.0.0.1:$port_api
 ctl() { "$SHOAL_BIN/dataset-ctl" "$@"; }
 

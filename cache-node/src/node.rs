@@ -226,10 +226,7 @@ impl Node {
                 let (file, version) = self.file_ref(r.file.as_ref()).await?;
                 let len = r.length.min(MAX_READ);
                 let data = self.store.read(&file, r.offset, len).await?;
-                Resp::Data(v1::ReadData {
-                    version,
-                    data: data.to_vec(),
-                })
+                Resp::Data(v1::ReadData { version, data })
             }
             Req::Backing(r) => {
                 let (file, version) = self.file_ref(r.file.as_ref()).await?;

@@ -82,9 +82,9 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
                 version_id: obj.version_id.clone(),
                 symlink_target: obj.symlink_target.clone(),
                 file_version: if obj.kind == ObjectKind::File {
-                    file_version_id(spec, &obj).0.to_vec()
+                    bytes::Bytes::copy_from_slice(&file_version_id(spec, &obj).0)
                 } else {
-                    Vec::new()
+                    bytes::Bytes::new()
                 },
                 chunk_size: spec.chunk_size,
             },
