@@ -1,21 +1,24 @@
 //! `shoal-bench`: whole-workload throughput of Shoal, each figure printed
 //! next to a baseline measured in the same run on the same machine, so the
-//! ratio says how much the cache costs (or gains) rather than how fast this
-//! particular host is.
+//! ratio says what the cache costs (or gains) rather than how fast this
+//! particular host happens to be.
 //!
 //! What it measures, and against what:
 //!
-//! 1. **Chunk store, per tier** (library `shoal_cache_node::store`, no
+//! 1. **Chunk store, per tier** (the library `shoal_cache_node::store`, no
 //!    process or network in between). A source file on tmpfs is read through
-//!    `ChunkStore::read` in 16 MiB requests: the first pass is the *ingest*
-//!    (origin read + blake3 + write into the tier + index update), the next
-//!    passes are *warm reads* served from the tier. Baselines: writing the
-//!    same bytes with `write_all` into a file in the same tier directory (no
-//!    fsync on either side), and reading that file back in 16 MiB pieces.
-//!    The memory tier lives under /dev/shm, the disk tier under /var/tmp.
-//!    For the disk tier the page cache is dropped (`sync` + `drop_caches`)
-//!    before the device-cold reads; every number is labelled with the page
-//!    cache state it ran in.
+//!    `ChunkStore::read` in sequential 16 MiB requests: the first pass is the
+//!    *ingest* (origin read + blake3 + write into the tier + index update),
+//!    later passes are *warm reads* served from the tier. Baselines: writing
+//!    the same bytes with `write_all` into a file in the same tier directory
+//!    (no fsync on either side), and reading that file back in 16 MiB pieces.
+//!    The memory tier lives under /dev/shm, the disk tier under /var/tmp, the
+//!    index under /var/tmp (as a node's data directory). For the disk tier
+//!    the page cache is dropped (`sync` + `drop_caches`) before the
+//!    device-cold reads; every figure is labelled with where its bytes were.
+//!    Each repetition measures shoal and its baseline back to back on a fresh
+//!    store, and the median of the repetitions is reported, because page
+//!    cache and VM memory effects make single I/O runs noisy.
 //! 2. **blake3**, as the store hashes: `blake3::hash` per 4 MiB chunk on one
 //!    thread, against one `blake3::Hasher` updated over the whole buffer
 //!    (what single-threaded `b3sum` does), and `b3sum --num-threads 1` when
@@ -24,13 +27,14 @@
 //!    through a real `cache-node` backed by `rclone serve s3` on loopback,
 //!    against downloading the same object from the same server with
 //!    aws-sdk-s3 as sequential 8 MiB ranged GETs and as 8 parallel ones.
+//!    Measured once each (a cold read is cold only once).
 //!
 //! Run after `cargo build --release --workspace --all-targets`:
-//! `target/release/shoal-bench [--size-mib N] [--cat-size-mib N]`.
+//! `target/release/shoal-bench [--size-mib N] [--cat-size-mib N] [--etag-hash H]`.
 //! It must run as root (to drop the page cache) and needs `rclone` on PATH.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,7 +49,7 @@ use shoal_cache_node::catalog::DEFAULT_CHUNK_SIZE;
 use shoal_cache_node::index::{FileVersionId, Index};
 use shoal_cache_node::metrics::Metrics;
 use shoal_cache_node::origin::local::LocalOrigin;
-use shoal_cache_node::origin::{ObjectKind, Origin};
+use shoal_cache_node::origin::{ObjectKind, ObjectMeta, SharedOrigin};
 use shoal_cache_node::store::{
     ChunkStore, FileRef, Placement, StoreConfig, TierConfig, TierPolicy,
 };
@@ -58,48 +62,62 @@ const REQUEST: u64 = 16 * MIB;
 const S3_PART: u64 = 8 * MIB;
 /// Concurrent ranged GETs of the parallel S3 baseline.
 const S3_PARALLEL: usize = 8;
-/// Repetitions of the hashing measurements (the best one is kept).
-const HASH_REPEATS: usize = 3;
+/// Repetitions of the store and hashing measurements (the median is reported).
+const REPEATS: usize = 3;
 const BUCKET: &str = "bench";
 const OBJECT: &str = "big.bin";
+
+const USAGE: &str = "usage: shoal-bench [--size-mib N] [--cat-size-mib N] [--etag-hash H]
+  --size-mib N      bytes per chunk-store tier and blake3 run (default 512)
+  --cat-size-mib N  object size for the dataset-ctl cat run (default 1024)
+  --etag-hash H     rclone --etag-hash for the S3 server: MD5 (default) or none";
 
 struct Args {
     size_mib: u64,
     cat_size_mib: u64,
+    /// rclone's `--etag-hash` ("" for no ETags).
+    etag_hash: String,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         size_mib: 512,
         cat_size_mib: 1024,
+        etag_hash: "MD5".into(),
     };
     let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) => (f.to_string(), Some(v.to_string())),
-            None => (a.clone(), None),
+            None => (arg, None),
         };
-        let mut value = |name: &str| -> Result<u64> {
-            let v = inline.clone().or_else(|| it.next());
-            let v = v.with_context(|| format!("{name} needs a value"))?;
-            let n: u64 = v
-                .parse()
-                .with_context(|| format!("{name} {v}: not a number"))?;
-            ensure!(n > 0, "{name} must be at least 1");
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .with_context(|| format!("{flag} needs a value"))
+        };
+        let mib = |v: String| -> Result<u64> {
+            let n: u64 = v.parse().with_context(|| format!("{v}: not a number"))?;
+            ensure!(n > 0, "sizes must be at least 1 MiB");
             Ok(n)
         };
         match flag.as_str() {
-            "--size-mib" => args.size_mib = value("--size-mib")?,
-            "--cat-size-mib" => args.cat_size_mib = value("--cat-size-mib")?,
+            "--size-mib" => args.size_mib = mib(value()?)?,
+            "--cat-size-mib" => args.cat_size_mib = mib(value()?)?,
+            "--etag-hash" => {
+                let v = value()?;
+                args.etag_hash = if v.eq_ignore_ascii_case("none") {
+                    String::new()
+                } else {
+                    v
+                };
+            }
             "-h" | "--help" => {
-                println!(
-                    "usage: shoal-bench [--size-mib N] [--cat-size-mib N]\n\
-                     \x20 --size-mib N      bytes per chunk-store tier and blake3 run (default 512)\n\
-                     \x20 --cat-size-mib N  object size for the dataset-ctl cat run (default 1024)"
-                );
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (try --help)"),
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
     Ok(args)
@@ -109,38 +127,42 @@ fn parse_args() -> Result<Args> {
 struct Row {
     what: String,
     shoal: f64,
-    baseline_name: String,
+    baseline_name: &'static str,
     baseline: f64,
     /// 1e6 for MB/s, 1e9 for GB/s.
     unit: f64,
     /// Where the bytes were during the measurement.
-    cache: &'static str,
-}
-
-impl Row {
-    fn unit_name(&self) -> &'static str {
-        if self.unit >= 1e9 {
-            "GB/s"
-        } else {
-            "MB/s"
-        }
-    }
+    place: &'static str,
 }
 
 fn rate(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64()
 }
 
-fn mbs(r: f64) -> String {
-    format!("{:9.1} MB/s", r / 1e6)
+fn median(runs: &[f64]) -> f64 {
+    let mut v = runs.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
-fn line(what: &str, r: f64, extra: &str) {
-    println!("  {what:<58} {} {extra}", mbs(r));
+/// Prints one measured figure (median of `runs`, in MB/s) and returns it.
+fn report(what: &str, place: &str, runs: &[f64], baseline: Option<f64>) -> f64 {
+    let m = median(runs);
+    let ratio = baseline.map_or(String::new(), |b| format!("{:.2}", m / b));
+    let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r / 1e6)).collect();
+    println!(
+        "  {what:<46} {place:<22} {:>9.1} MB/s {ratio:>6}   {}",
+        m / 1e6,
+        all.join(" / ")
+    );
+    m
 }
 
-fn ratio_text(shoal: f64, base: f64) -> String {
-    format!("(shoal ÷ raw = {:.2})", shoal / base)
+fn report_header() {
+    println!(
+        "  {:<46} {:<22} {:>14} {:>6}   runs (MB/s)",
+        "measurement", "bytes were in", "median", "ratio"
+    );
 }
 
 fn main() -> Result<()> {
@@ -150,12 +172,13 @@ fn main() -> Result<()> {
         .build()?;
     let size = args.size_mib * MIB;
     println!(
-        "shoal-bench: store/blake3 size {} MiB, cat size {} MiB, chunk size {} MiB, {} CPUs (MB = 10^6 B)",
+        "shoal-bench: store/blake3 size {} MiB, cat size {} MiB, chunk size {} MiB, {} CPUs; MB = 10^6 B",
         args.size_mib,
         args.cat_size_mib,
         DEFAULT_CHUNK_SIZE / MIB,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    println!("ratio = shoal ÷ baseline (> 1: shoal is faster)");
     let data = shoal_tests::pattern(1, size as usize);
     let mut rows = Vec::new();
 
@@ -170,7 +193,7 @@ fn main() -> Result<()> {
     bench_blake3(&data, &mut rows)?;
     drop(data);
 
-    bench_cat(&rt, args.cat_size_mib * MIB, &mut rows)?;
+    bench_cat(&rt, args.cat_size_mib * MIB, &args.etag_hash, &mut rows)?;
 
     print_summary(&rows);
     Ok(())
@@ -207,42 +230,61 @@ impl Tier {
             Tier::Disk => "/var/tmp",
         }
     }
-
-    fn policy(self) -> TierPolicy {
-        match self {
-            Tier::Memory => TierPolicy::MemoryOnly,
-            Tier::Disk => TierPolicy::DiskOnly,
-        }
-    }
 }
 
-/// Flushes dirty pages and empties the page cache, so the next read comes
-/// from the device. tmpfs pages (the origin, the memory tier) stay.
-fn drop_page_cache() -> Result<()> {
+/// Writes back dirty pages, so one measurement's writeback does not land
+/// in the next one.
+fn sync() -> Result<()> {
     let status = Command::new("sync").status().context("running sync")?;
     ensure!(status.success(), "sync failed: {status}");
+    Ok(())
+}
+
+/// Writes and deletes a scratch file of `data` in `dir`, just before a
+/// timed write there. On VMs that hand free guest memory back to the host
+/// about two seconds after it is freed (balloon free-page reporting, as on
+/// the Firecracker hosts this was written on), a write into page-cache
+/// pages that were freed longer ago runs 5-10x slower (a host page fault per
+/// page). Writing and deleting the same amount first leaves freshly freed,
+/// host-backed pages for the timed write, so shoal and its baseline start
+/// from the same state and the figure is about the code, not the timing.
+fn prime_page_cache(dir: &Path, data: &[u8]) -> Result<()> {
+    let path = dir.join("prime.tmp");
+    std::fs::write(&path, data)?;
+    std::fs::remove_file(&path)?;
+    let mut anon = vec![0u8; 3 * data.len()];
+    for page in anon.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&anon);
+    Ok(())
+}
+
+/// Flushes and empties the page cache, so the next read comes from the
+/// device. tmpfs pages (the origin, the memory tier) stay.
+fn drop_page_cache() -> Result<()> {
+    sync()?;
     std::fs::write("/proc/sys/vm/drop_caches", "3")
         .context("writing /proc/sys/vm/drop_caches (run as root)")
 }
 
 /// Writes `data` to a new file in 16 MiB `write_all` calls, without fsync.
-fn raw_write(path: &Path, data: &[u8]) -> Result<Duration> {
+fn raw_write(path: &Path, data: &[u8]) -> Result<f64> {
     let start = Instant::now();
     let mut f = std::fs::File::create(path)?;
     for piece in data.chunks(REQUEST as usize) {
         f.write_all(piece)?;
     }
     drop(f);
-    Ok(start.elapsed())
+    Ok(rate(data.len() as u64, start.elapsed()))
 }
 
 /// Reads a file in 16 MiB pieces into fresh buffers (as `std::fs::read`
 /// would), timing only the reads; checks the bytes outside the timer.
-fn raw_read(path: &Path, expect: &[u8]) -> Result<Duration> {
-    let mut busy = Duration::ZERO;
+fn raw_read(path: &Path, expect: &[u8]) -> Result<f64> {
     let start = Instant::now();
     let mut f = std::fs::File::open(path)?;
-    busy += start.elapsed();
+    let mut busy = start.elapsed();
     let mut off = 0;
     while off < expect.len() {
         let t = Instant::now();
@@ -253,18 +295,21 @@ fn raw_read(path: &Path, expect: &[u8]) -> Result<Duration> {
         ensure!(buf == expect[off..off + len], "raw read: bytes differ");
         off += len;
     }
-    Ok(busy)
+    Ok(rate(expect.len() as u64, busy))
 }
 
 /// Reads the whole file through the store in sequential 16 MiB requests,
 /// timing only the requests; checks the bytes outside the timer.
-async fn store_read(store: &ChunkStore, file: &FileRef, expect: &[u8]) -> Result<Duration> {
+async fn store_read(store: &ChunkStore, file: &FileRef, expect: &[u8]) -> Result<f64> {
     let mut busy = Duration::ZERO;
-    let mut off = 0usize;
+    let mut off = 0;
     while off < expect.len() {
         let t = Instant::now();
         let got = store.read(file, off as u64, REQUEST).await?;
         busy += t.elapsed();
+        if std::env::var_os("DBG").is_some() {
+            eprint!("{} ", t.elapsed().as_millis());
+        }
         ensure!(!got.is_empty(), "store read returned nothing at {off}");
         ensure!(
             got[..] == expect[off..off + got.len()],
@@ -272,163 +317,198 @@ async fn store_read(store: &ChunkStore, file: &FileRef, expect: &[u8]) -> Result
         );
         off += got.len();
     }
-    Ok(busy)
+    Ok(rate(expect.len() as u64, busy))
 }
 
-async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
-    let size = data.len() as u64;
-    let work = tempdir_in(tier.root())?;
-    // The index lives on disk, as a node's data directory does.
-    let index_dir = tempdir_in("/var/tmp")?;
-    let disk = tier == Tier::Disk;
-    println!(
-        "\n== 1. Chunk store, {} tier ({}), {} MiB, index in {} ==",
-        tier.name(),
-        work.path().display(),
-        size / MIB,
-        index_dir.path().display()
-    );
-
-    // Baselines on the same medium.
-    let raw_path = work.path().join("raw.bin");
-    if disk {
-        drop_page_cache()?;
-    }
-    let raw_w = rate(size, raw_write(&raw_path, data)?);
-    let mut raw_cold = None;
-    if disk {
-        drop_page_cache()?;
-        raw_cold = Some(rate(size, raw_read(&raw_path, data)?));
-    }
-    let raw_warm = rate(size, raw_read(&raw_path, data)?);
-    std::fs::remove_file(&raw_path)?;
-
-    // The store, with only this tier enabled.
-    let tier_cfg = TierConfig {
-        dir: work.path().join("chunks"),
+/// A store with only `tier` enabled, room for the file twice over.
+fn open_store(
+    tier: Tier,
+    tier_dir: &Path,
+    index_dir: &Path,
+    size: u64,
+) -> Result<(ChunkStore, Arc<Metrics>)> {
+    let cfg = TierConfig {
+        dir: tier_dir.to_path_buf(),
         quota: 2 * size + 64 * MIB,
         high: 0.95,
         low: 0.70,
     };
     let cfg = StoreConfig {
-        memory: (!disk).then(|| tier_cfg.clone()),
-        disk: disk.then_some(tier_cfg),
+        memory: (tier == Tier::Memory).then(|| cfg.clone()),
+        disk: (tier == Tier::Disk).then_some(cfg),
+        // The node's defaults (config.rs).
         origin_concurrency: 16,
         read_concurrency: 8,
     };
     let metrics = Arc::new(Metrics::default());
-    let index = Arc::new(Index::open(index_dir.path())?);
-    let store = ChunkStore::open(index, &cfg, metrics.clone())?;
-    let origin = Arc::new(LocalOrigin::new(origin_dir.to_path_buf()));
-    let object = origin
+    let index = Arc::new(Index::open(index_dir)?);
+    Ok((ChunkStore::open(index, &cfg, metrics.clone())?, metrics))
+}
+
+/// Per-repetition figures of one tier, bytes per second.
+#[derive(Default)]
+struct TierRuns {
+    raw_write: Vec<f64>,
+    ingest: Vec<f64>,
+    raw_cold: Vec<f64>,
+    shoal_cold: Vec<f64>,
+    raw_warm: Vec<f64>,
+    shoal_warm: Vec<f64>,
+}
+
+async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<Row>) -> Result<()> {
+    let size = data.len() as u64;
+    let chunks = size.div_ceil(DEFAULT_CHUNK_SIZE);
+    let disk = tier == Tier::Disk;
+    let work = tempdir_in(tier.root())?;
+    println!(
+        "\n== 1. Chunk store, {} tier in {}, {} MiB, median of {REPEATS} ==",
+        tier.name(),
+        work.path().display(),
+        size / MIB,
+    );
+    let origin: SharedOrigin = Arc::new(LocalOrigin::new(origin_dir.to_path_buf()));
+    let object: ObjectMeta = origin
         .list()
         .await?
         .into_iter()
         .find(|o| o.kind == ObjectKind::File && o.path == "src.bin")
         .context("source file not listed by the local origin")?;
-    let file = FileRef {
-        fv: FileVersionId([tier as u8 + 1; 16]),
-        size,
-        chunk_size: DEFAULT_CHUNK_SIZE,
-        object,
-        origin,
-        placement: Placement {
-            policy: tier.policy(),
-            pin: false,
-        },
-    };
 
-    if disk {
-        drop_page_cache()?;
+    let mut runs = TierRuns::default();
+    for rep in 0..REPEATS {
+        // A fresh store (tier directory and index) per repetition.
+        let rep_dir = work.path().join(format!("run{rep}"));
+        std::fs::create_dir_all(&rep_dir)?;
+        let index_dir = tempdir_in("/var/tmp")?;
+        let (store, metrics) = open_store(tier, &rep_dir.join("chunks"), index_dir.path(), size)?;
+        let file = FileRef {
+            fv: FileVersionId([rep as u8 + 1; 16]),
+            size,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            object: object.clone(),
+            origin: origin.clone(),
+            placement: Placement {
+                policy: match tier {
+                    Tier::Memory => TierPolicy::MemoryOnly,
+                    Tier::Disk => TierPolicy::DiskOnly,
+                },
+                pin: false,
+            },
+        };
+        let raw_path = rep_dir.join("raw.bin");
+
+        // Writes, each starting with no dirty pages and recently freed memory.
+        sync()?;
+        prime_page_cache(&rep_dir, data)?;
+        runs.raw_write.push(raw_write(&raw_path, data)?);
+        sync()?;
+        prime_page_cache(&rep_dir, data)?;
+        runs.ingest.push(store_read(&store, &file, data).await?);
+        if std::env::var_os("DBG").is_some() {
+            eprintln!(
+                " <- ingest {} {:.0}",
+                tier.name(),
+                runs.ingest.last().unwrap() / 1e6
+            );
+        }
+        ensure!(
+            metrics.misses.get() == chunks && metrics.origin_bytes.get() == size,
+            "ingest fetched {} chunks / {} bytes from the origin, expected {chunks} / {size}",
+            metrics.misses.get(),
+            metrics.origin_bytes.get()
+        );
+        let resident: u64 = store.usage().iter().map(|u| u.used).sum();
+        ensure!(
+            resident == size,
+            "{resident} bytes resident after ingest, expected {size}"
+        );
+
+        // Reads: from the device (disk tier only), then from memory.
+        if disk {
+            drop_page_cache()?;
+            runs.raw_cold.push(raw_read(&raw_path, data)?);
+            runs.shoal_cold.push(store_read(&store, &file, data).await?);
+        }
+        runs.raw_warm.push(raw_read(&raw_path, data)?);
+        runs.shoal_warm.push(store_read(&store, &file, data).await?);
+        ensure!(
+            metrics.misses.get() == chunks,
+            "warm reads went to the origin ({} misses, {chunks} chunks)",
+            metrics.misses.get()
+        );
+
+        drop(store);
+        std::fs::remove_dir_all(&rep_dir)?;
     }
-    let ingest = rate(size, store_read(&store, &file, data).await?);
-    let chunks = size.div_ceil(DEFAULT_CHUNK_SIZE);
-    ensure!(
-        metrics.misses.get() == chunks && metrics.origin_bytes.get() == size,
-        "ingest fetched {} chunks / {} bytes from the origin, expected {chunks} / {size}",
-        metrics.misses.get(),
-        metrics.origin_bytes.get()
-    );
-    let resident: u64 = store.usage().iter().map(|u| u.used).sum();
-    ensure!(
-        resident == size,
-        "{resident} bytes resident after ingest, expected {size}"
-    );
-    let mut warm_cold = None;
-    if disk {
-        drop_page_cache()?;
-        warm_cold = Some(rate(size, store_read(&store, &file, data).await?));
-    }
-    let warm = rate(size, store_read(&store, &file, data).await?);
-    ensure!(
-        metrics.misses.get() == chunks,
-        "warm reads went to the origin ({} misses)",
-        metrics.misses.get()
-    );
 
     let t = tier.name();
-    let (wcache, rcache) = if disk {
-        ("page cache, no fsync", "page cache warm")
+    let (wplace, rplace) = if disk {
+        ("page cache, no fsync", "page cache (warm)")
     } else {
         ("tmpfs", "tmpfs")
     };
-    line(
-        &format!("raw write (write_all 16 MiB, no fsync) [{wcache}]"),
-        raw_w,
-        "",
+    report_header();
+    let raw_w = report(
+        "raw write_all 16 MiB (no fsync)",
+        wplace,
+        &runs.raw_write,
+        None,
     );
-    line(
-        &format!("shoal ingest (cold store.read: fetch+blake3+write) [{wcache}]"),
-        ingest,
-        &ratio_text(ingest, raw_w),
+    let ingest = report(
+        "shoal ingest: cold store.read 16 MiB",
+        wplace,
+        &runs.ingest,
+        Some(raw_w),
     );
     rows.push(Row {
         what: format!("{t} tier: ingest (cold store.read)"),
         shoal: ingest,
-        baseline_name: "raw write_all".into(),
+        baseline_name: "raw write_all",
         baseline: raw_w,
         unit: 1e6,
-        cache: if disk {
-            "page cache, no fsync"
-        } else {
-            "tmpfs"
-        },
+        place: wplace,
     });
-    if let (Some(raw_cold), Some(warm_cold)) = (raw_cold, warm_cold) {
-        line(
-            "raw read 16 MiB pieces [page cache dropped: device]",
-            raw_cold,
-            "",
+    if disk {
+        let raw = report(
+            "raw read 16 MiB pieces",
+            "device (cache dropped)",
+            &runs.raw_cold,
+            None,
         );
-        line(
-            "shoal warm read (store.read 16 MiB) [page cache dropped: device]",
-            warm_cold,
-            &ratio_text(warm_cold, raw_cold),
+        let shoal = report(
+            "shoal warm read: store.read 16 MiB",
+            "device (cache dropped)",
+            &runs.shoal_cold,
+            Some(raw),
         );
         rows.push(Row {
-            what: format!("{t} tier: warm read, from device"),
-            shoal: warm_cold,
-            baseline_name: "raw read".into(),
-            baseline: raw_cold,
+            what: format!("{t} tier: warm read"),
+            shoal,
+            baseline_name: "raw read",
+            baseline: raw,
             unit: 1e6,
-            cache: "page cache dropped",
+            place: "device (cache dropped)",
         });
     }
-    line(&format!("raw read 16 MiB pieces [{rcache}]"), raw_warm, "");
-    line(
-        &format!("shoal warm read (store.read 16 MiB) [{rcache}]"),
-        warm,
-        &ratio_text(warm, raw_warm),
+    let raw = report("raw read 16 MiB pieces", rplace, &runs.raw_warm, None);
+    let shoal = report(
+        "shoal warm read: store.read 16 MiB",
+        rplace,
+        &runs.shoal_warm,
+        Some(raw),
     );
     rows.push(Row {
         what: format!("{t} tier: warm read"),
-        shoal: warm,
-        baseline_name: "raw read".into(),
-        baseline: raw_warm,
+        shoal,
+        baseline_name: "raw read",
+        baseline: raw,
         unit: 1e6,
-        cache: rcache,
+        place: rplace,
     });
-    println!("  checked: bytes identical, {chunks} chunks fetched once, warm reads all tier hits");
+    println!(
+        "  checked: bytes identical; each run fetched its {chunks} chunks once, warm reads were all tier hits"
+    );
     Ok(())
 }
 
@@ -436,42 +516,42 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
 // 2. blake3
 // ---------------------------------------------------------------------------
 
-/// Best of `HASH_REPEATS` runs of `f`.
-fn best_of(mut f: impl FnMut()) -> Duration {
-    (0..HASH_REPEATS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .expect("at least one repeat")
+/// Median throughput of `REPEATS` runs of `f` over `bytes` bytes.
+fn median_rate(bytes: u64, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut runs = Vec::new();
+    for _ in 0..REPEATS {
+        let t = Instant::now();
+        f()?;
+        runs.push(rate(bytes, t.elapsed()));
+    }
+    Ok(median(&runs))
 }
 
 fn bench_blake3(data: &[u8], rows: &mut Vec<Row>) -> Result<()> {
     let size = data.len() as u64;
     println!(
-        "\n== 2. blake3, {} MiB in memory, one thread, best of {HASH_REPEATS} ==",
+        "\n== 2. blake3, {} MiB in memory, one thread, median of {REPEATS} ==",
         size / MIB
     );
-    let chunked = best_of(|| {
+    let chunked = median_rate(size, || {
         for chunk in data.chunks(DEFAULT_CHUNK_SIZE as usize) {
             std::hint::black_box(blake3::hash(std::hint::black_box(chunk)));
         }
-    });
-    let whole = best_of(|| {
+        Ok(())
+    })?;
+    let whole = median_rate(size, || {
         let mut h = blake3::Hasher::new();
         h.update(std::hint::black_box(data));
         std::hint::black_box(h.finalize());
-    });
-    let (chunked, whole) = (rate(size, chunked), rate(size, whole));
+        Ok(())
+    })?;
     println!(
-        "  {:<58} {:9.2} GB/s",
+        "  {:<60} {:6.2} GB/s",
         "shoal: blake3::hash per 4 MiB chunk",
         chunked / 1e9
     );
     println!(
-        "  {:<58} {:9.2} GB/s (shoal ÷ baseline = {:.2})",
+        "  {:<60} {:6.2} GB/s   ratio {:.2}",
         "baseline: one Hasher::update over the buffer (b3sum-style)",
         whole / 1e9,
         chunked / whole
@@ -479,10 +559,10 @@ fn bench_blake3(data: &[u8], rows: &mut Vec<Row>) -> Result<()> {
     rows.push(Row {
         what: "blake3 per 4 MiB chunk, 1 thread".into(),
         shoal: chunked,
-        baseline_name: "Hasher::update whole".into(),
+        baseline_name: "Hasher::update whole",
         baseline: whole,
         unit: 1e9,
-        cache: "RAM",
+        place: "RAM",
     });
 
     match Command::new("b3sum").arg("--version").output() {
@@ -494,34 +574,31 @@ fn bench_blake3(data: &[u8], rows: &mut Vec<Row>) -> Result<()> {
             let dir = tempdir_in("/dev/shm")?;
             let path = dir.path().join("hash.bin");
             std::fs::write(&path, data)?;
-            let mut runs = Vec::new();
-            for _ in 0..HASH_REPEATS {
-                let t = Instant::now();
+            let b3sum = median_rate(size, || {
                 let out = Command::new("b3sum")
                     .args(["--num-threads", "1"])
                     .arg(&path)
                     .output()?;
-                runs.push(t.elapsed());
                 ensure!(
                     out.status.success(),
                     "b3sum failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
-            }
-            let r = rate(size, runs.into_iter().min().expect("one run"));
+                Ok(())
+            })?;
             println!(
-                "  {:<58} {:9.2} GB/s (shoal ÷ b3sum = {:.2}; includes process start, file on tmpfs)",
-                "b3sum --num-threads 1",
-                r / 1e9,
-                chunked / r
+                "  {:<60} {:6.2} GB/s   ratio {:.2} (file on tmpfs, includes process start)",
+                "baseline: b3sum --num-threads 1",
+                b3sum / 1e9,
+                chunked / b3sum
             );
             rows.push(Row {
                 what: "blake3 per 4 MiB chunk, 1 thread".into(),
                 shoal: chunked,
-                baseline_name: "b3sum --num-threads 1".into(),
-                baseline: r,
+                baseline_name: "b3sum --num-threads 1",
+                baseline: b3sum,
                 unit: 1e9,
-                cache: "tmpfs",
+                place: "tmpfs",
             });
         }
     }
@@ -670,10 +747,34 @@ fn verify_cat(node: &Node, size: u64, want: &blake3::Hash) -> Result<()> {
     Ok(())
 }
 
-fn bench_cat(rt: &tokio::runtime::Runtime, size: u64, rows: &mut Vec<Row>) -> Result<()> {
+/// Prints one end-to-end figure, with its ratios to the two S3 baselines
+/// `(sequential, parallel)` when given, and returns its rate.
+fn report_cat(what: &str, size: u64, took: Duration, baselines: Option<(f64, f64)>) -> f64 {
+    let r = rate(size, took);
+    let ratios = baselines.map_or(String::new(), |(seq, par)| {
+        format!(
+            "ratio {:.2} to sequential, {:.2} to parallel",
+            r / seq,
+            r / par
+        )
+    });
+    println!(
+        "  {what:<58} {:>9.1} MB/s ({:6.1} s)  {ratios}",
+        r / 1e6,
+        took.as_secs_f64()
+    );
+    r
+}
+
+fn bench_cat(
+    rt: &tokio::runtime::Runtime,
+    size: u64,
+    etag_hash: &str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
     // Origin bytes on tmpfs so rclone reads from RAM; the node's index and
-    // disk tier on disk; its memory tier on tmpfs (via a symlink, since the
-    // harness puts it at <node dir>/mem).
+    // disk tier under /var/tmp; its memory tier on tmpfs (through a
+    // symlink, since the harness puts it at <node dir>/mem).
     let s3_root = tempdir_in("/dev/shm")?;
     let node_root = tempdir_in("/var/tmp")?;
     let mem_tier = tempdir_in("/dev/shm")?;
@@ -681,15 +782,16 @@ fn bench_cat(rt: &tokio::runtime::Runtime, size: u64, rows: &mut Vec<Row>) -> Re
     std::fs::create_dir_all(&node_dir)?;
     std::os::unix::fs::symlink(mem_tier.path(), node_dir.join("mem"))?;
 
-    let object_path: PathBuf = s3_root.path().join("s3").join(BUCKET).join(OBJECT);
-    std::fs::create_dir_all(object_path.parent().expect("object has a parent"))?;
+    let s3_dir = s3_root.path().join("s3");
+    let object_path = s3_dir.join(BUCKET).join(OBJECT);
+    std::fs::create_dir_all(s3_dir.join(BUCKET))?;
     let want = {
         let bytes = shoal_tests::pattern(2, size as usize);
         std::fs::write(&object_path, &bytes)?;
         blake3::hash(&bytes)
     };
 
-    let s3 = S3Server::start(&s3_root.path().join("s3"), node_root.path(), "MD5")?;
+    let s3 = S3Server::start(&s3_dir, node_root.path(), etag_hash)?;
     let node = Node::start(
         &node_dir,
         NodeOpts {
@@ -699,16 +801,17 @@ fn bench_cat(rt: &tokio::runtime::Runtime, size: u64, rows: &mut Vec<Row>) -> Re
         },
     )?;
     println!(
-        "\n== 3. dataset-ctl cat of a {} MiB object, cache-node + rclone serve s3 ({}) on loopback ==",
+        "\n== 3. dataset-ctl cat of a {} MiB object: cache-node + rclone serve s3 --etag-hash={:?} on loopback ==",
         size / MIB,
-        s3.endpoint
+        etag_hash
     );
     println!(
-        "  origin dir {} (tmpfs); node memory tier {} (tmpfs), index + disk tier under {}",
-        s3.root.display(),
+        "  origin {} (tmpfs); node memory tier {} (tmpfs); index and disk tier under {}",
+        object_path.display(),
         mem_tier.path().display(),
         node_dir.display()
     );
+    println!("  each measured once: a cold read is cold only once");
     ctl(
         &node,
         &[
@@ -722,85 +825,77 @@ fn bench_cat(rt: &tokio::runtime::Runtime, size: u64, rows: &mut Vec<Row>) -> Re
     )?;
 
     let client = s3_client(&s3.endpoint);
-    let (seq, par) = rt.block_on(async {
+    let (seq_t, par_t) = rt.block_on(async {
         // One small request first, so client setup is not timed.
         get_range(&client, 0, 1).await?;
         let seq = download_sequential(&client, size).await?;
         let par = download_parallel(&client, size).await?;
         Ok::<_, anyhow::Error>((seq, par))
     })?;
-    let (seq, par) = (rate(size, seq), rate(size, par));
+    let (seq, par) = (rate(size, seq_t), rate(size, par_t));
 
-    let cold = rate(size, timed_cat(&node)?);
-    let origin_bytes = node.metric("shoal_origin_bytes_total") as u64;
+    let cold_t = timed_cat(&node)?;
+    let fetched = node.metric("shoal_origin_bytes_total") as u64;
     ensure!(
-        origin_bytes == size,
-        "cold cat fetched {origin_bytes} bytes from the origin, expected {size}"
+        fetched == size,
+        "cold cat fetched {fetched} bytes from the origin, expected {size}"
     );
-    let warm = rate(size, timed_cat(&node)?);
+    let warm_t = timed_cat(&node)?;
     let after = node.metric("shoal_origin_bytes_total") as u64;
     ensure!(
-        after == origin_bytes,
+        after == fetched,
         "warm cat went to the origin ({} more bytes)",
-        after - origin_bytes
+        after - fetched
     );
     verify_cat(&node, size, &want)?;
 
-    line(
-        &format!(
-            "baseline: aws-sdk-s3 sequential {} MiB ranged GETs",
-            S3_PART / MIB
-        ),
-        seq,
-        "",
+    let part = S3_PART / MIB;
+    report_cat(
+        &format!("baseline: aws-sdk-s3, sequential {part} MiB ranged GETs"),
+        size,
+        seq_t,
+        None,
     );
-    line(
-        &format!(
-            "baseline: aws-sdk-s3 {S3_PARALLEL} parallel {} MiB ranged GETs",
-            S3_PART / MIB
-        ),
-        par,
-        "",
+    report_cat(
+        &format!("baseline: aws-sdk-s3, {S3_PARALLEL} parallel {part} MiB ranged GETs"),
+        size,
+        par_t,
+        None,
     );
-    line(
-        "shoal: cold dataset-ctl cat > /dev/null",
-        cold,
-        &format!(
-            "(÷ sequential = {:.2}, ÷ parallel = {:.2})",
-            cold / seq,
-            cold / par
-        ),
+    let cold = report_cat(
+        "shoal: cold `dataset-ctl cat` > /dev/null",
+        size,
+        cold_t,
+        Some((seq, par)),
     );
-    line(
-        "shoal: warm dataset-ctl cat > /dev/null [memory tier, tmpfs]",
-        warm,
-        &format!(
-            "(÷ sequential = {:.2}, ÷ parallel = {:.2})",
-            warm / seq,
-            warm / par
-        ),
+    let warm = report_cat(
+        "shoal: warm `dataset-ctl cat` > /dev/null (memory tier)",
+        size,
+        warm_t,
+        Some((seq, par)),
     );
     println!(
-        "  checked: cold cat fetched each byte once, warm cat none; output identical to the object"
+        "  checked: the cold cat fetched every byte once, the warm cat none; output identical to the object"
     );
     for (baseline_name, baseline) in [("S3 sequential GETs", seq), ("S3 8 parallel GETs", par)] {
         rows.push(Row {
             what: "cold dataset-ctl cat".into(),
             shoal: cold,
-            baseline_name: baseline_name.into(),
+            baseline_name,
             baseline,
             unit: 1e6,
-            cache: "origin on tmpfs",
+            place: "origin (rclone, tmpfs)",
         });
     }
     rows.push(Row {
         what: "warm dataset-ctl cat".into(),
         shoal: warm,
-        baseline_name: "S3 8 parallel GETs".into(),
+        baseline_name: "S3 8 parallel GETs",
         baseline: par,
         unit: 1e6,
-        cache: "memory tier",
+        place: "memory tier (tmpfs)",
     });
+    // Processes first, then their directories.
     drop(node);
     drop(s3);
     Ok(())
@@ -813,20 +908,20 @@ fn bench_cat(rt: &tokio::runtime::Runtime, size: u64, rows: &mut Vec<Row>) -> Re
 fn print_summary(rows: &[Row]) {
     println!("\n== Summary (ratio = shoal ÷ baseline; > 1 means shoal is faster) ==");
     println!(
-        "  {:<36} {:>14}  {:<22} {:>14}  {:>6}  where the bytes were",
+        "  {:<38} {:>14}  {:<22} {:>14}  {:>6}  bytes were in",
         "measurement", "shoal", "baseline", "baseline", "ratio"
     );
-    println!("  {}", "-".repeat(124));
+    println!("  {}", "-".repeat(128));
     for r in rows {
-        let u = r.unit_name();
+        let u = if r.unit >= 1e9 { "GB/s" } else { "MB/s" };
         println!(
-            "  {:<36} {:>9.2} {u}  {:<22} {:>9.2} {u}  {:>6.2}  {}",
+            "  {:<38} {:>9.2} {u}  {:<22} {:>9.2} {u}  {:>6.2}  {}",
             r.what,
             r.shoal / r.unit,
             r.baseline_name,
             r.baseline / r.unit,
             r.shoal / r.baseline,
-            r.cache
+            r.place
         );
     }
 }

@@ -94,6 +94,42 @@ impl NodeError {
     }
 }
 
+/// Per-connection state: the handles a client opened. Dropping it (the
+/// connection ended, or the client crashed) releases every hold.
+#[derive(Debug)]
+pub struct Session {
+    store: ChunkStore,
+    handles: HashMap<u64, FileVersionId>,
+    next: u64,
+}
+
+impl Session {
+    fn open(&mut self, fv: FileVersionId) -> u64 {
+        self.store.hold(fv);
+        self.next += 1;
+        self.handles.insert(self.next, fv);
+        self.next
+    }
+
+    fn close(&mut self, handle: u64) -> bool {
+        match self.handles.remove(&handle) {
+            Some(fv) => {
+                self.store.unhold(&fv);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for fv in self.handles.values() {
+            self.store.unhold(fv);
+        }
+    }
+}
+
 /// A running node's state.
 pub struct Node {
     cfg: NodeConfig,
@@ -130,6 +166,15 @@ impl Node {
         }))
     }
 
+    /// State for one client connection.
+    pub fn session(&self) -> Session {
+        Session {
+            store: self.store.clone(),
+            handles: HashMap::new(),
+            next: 0,
+        }
+    }
+
     pub fn store(&self) -> &ChunkStore {
         &self.store
     }
@@ -144,7 +189,7 @@ impl Node {
 
     /// Answers one request. Never panics on bad input; errors become
     /// `Response::Error` with a code and one clear line.
-    pub async fn handle(&self, req: v1::Request) -> v1::Response {
+    pub async fn handle(&self, req: v1::Request, session: &mut Session) -> v1::Response {
         if req.protocol_version != shoal_proto::PROTOCOL_VERSION {
             return v1::Response::error(
                 v1::ErrorCode::UnsupportedVersion,
@@ -169,12 +214,15 @@ impl Node {
             Req::Read(_) => "read",
             Req::Backing(_) => "backing",
             Req::Nodes(_) => "nodes",
+            Req::Open(_) => "open",
+            Req::Close(_) => "close",
+            Req::Warm(_) => "warm",
         };
         self.metrics
             .api_requests
             .get_or_create(&vec![("op", op)])
             .inc();
-        match self.dispatch(kind).await {
+        match self.dispatch(kind, session).await {
             Ok(r) => v1::Response::new(r),
             Err(e) => {
                 tracing::debug!(op, error = %e, "request failed");
@@ -188,7 +236,7 @@ impl Node {
         }
     }
 
-    async fn dispatch(&self, kind: Req) -> Result<Resp, NodeError> {
+    async fn dispatch(&self, kind: Req, session: &mut Session) -> Result<Resp, NodeError> {
         Ok(match kind {
             Req::Create(c) => {
                 let spec = c
@@ -230,26 +278,57 @@ impl Node {
             }
             Req::Backing(r) => {
                 let (file, version) = self.file_ref(r.file.as_ref()).await?;
-                let b = self.store.backing(&file, r.offset, r.length);
-                Resp::Backing(match b {
-                    Some(b) => v1::BackingLocation {
-                        version,
-                        path: b.path.to_string_lossy().into_owned(),
-                        tier: b.tier.name().to_string(),
-                        complete: b.complete,
-                        offset: r.offset,
-                        length: r.length.min(file.size.saturating_sub(r.offset)),
-                    },
-                    None => v1::BackingLocation {
-                        version,
-                        ..Default::default()
-                    },
+                Resp::Backing(self.backing(&file, version, r.offset, r.length))
+            }
+            Req::Open(p) => {
+                let (file, version) = self.file_ref(Some(&p)).await?;
+                let handle = session.open(file.fv);
+                let (rec, _) = self.version(&p)?;
+                let entry = self
+                    .catalog()
+                    .stat(&rec.spec.name, version, &file.object.path)?;
+                Resp::Opened(v1::Opened {
+                    handle,
+                    version,
+                    entry: Some(entry),
+                    backing: Some(self.backing(&file, version, 0, file.size)),
+                })
+            }
+            Req::Close(h) => {
+                if !session.close(h.id) {
+                    return Err(NodeError::BadRequest(format!("no open handle {}", h.id)));
+                }
+                Resp::Closed(h)
+            }
+            Req::Warm(r) => {
+                let (file, version) = self.file_ref(r.file.as_ref()).await?;
+                self.store.warm(&file, r.offset, r.length).await?;
+                Resp::Warmed(v1::Warmed {
+                    version,
+                    resident_bytes: self.store.resident_bytes(&file.fv),
                 })
             }
             Req::Nodes(_) => Resp::Nodes(v1::NodeList {
                 items: vec![self.node_status()],
             }),
         })
+    }
+
+    fn backing(&self, file: &FileRef, version: u64, offset: u64, len: u64) -> v1::BackingLocation {
+        match self.store.backing(file, offset, len) {
+            Some(b) => v1::BackingLocation {
+                version,
+                path: b.path.to_string_lossy().into_owned(),
+                tier: b.tier.name().to_string(),
+                complete: b.complete,
+                offset,
+                length: len.min(file.size.saturating_sub(offset)),
+            },
+            None => v1::BackingLocation {
+                version,
+                ..Default::default()
+            },
+        }
     }
 
     fn version(&self, p: &v1::PathRef) -> Result<(DatasetRecord, u64), NodeError> {

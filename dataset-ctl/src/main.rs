@@ -1,6 +1,5 @@
 //! `dataset-ctl`: the operator CLI for Shoal datasets, shaped like kubectl.
 
-mod client;
 mod spec;
 
 use std::io::Write;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 use shoal_proto::units::{format_size, parse_size};
 use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
 
-use client::{Client, Endpoint};
+use shoal_proto::client::{Client, Endpoint};
 
 /// Manage Shoal datasets and inspect cache nodes.
 #[derive(Parser, Debug)]

@@ -387,3 +387,70 @@ impl Fixture {
         self.s3.root.join("bucket")
     }
 }
+
+/// A `fuse-client` mount, unmounted (SIGTERM) on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+    pub proc: Proc,
+    ready: PathBuf,
+}
+
+impl Mount {
+    /// Mounts `dataset` from `node` at `dir` and waits for the ready file.
+    pub fn start(node: &Node, dataset: &str, dir: &Path, extra: &[&str]) -> Result<Self> {
+        // A stale mount (ENOTCONN) is left for fuse-client to clear.
+        if matches!(std::fs::symlink_metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        {
+            std::fs::create_dir_all(dir)?;
+        }
+        let ready = dir.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = dir.with_extension(format!("log{}", std::process::id()));
+        let mut cmd = Command::new(bin("fuse-client"));
+        cmd.arg("--endpoint")
+            .arg(format!("unix://{}", node.socket().display()))
+            .args(["--dataset", dataset, "--ready-file"])
+            .arg(&ready)
+            .args(extra)
+            .arg(dir)
+            .env("SHOAL_LOG", "info,fuse_client=debug");
+        let mut proc = Proc::spawn(&mut cmd, log)?;
+        let r = ready.clone();
+        let waited = wait_for("fuse-client ready file", Duration::from_secs(20), || {
+            r.exists() || proc.child.try_wait().ok().flatten().is_some()
+        });
+        if waited.is_err() || !ready.exists() {
+            bail!("fuse-client did not become ready: {}", proc.log_text());
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            proc,
+            ready,
+        })
+    }
+
+    /// Whether `dir` is currently a FUSE mount (per /proc/self/mountinfo).
+    pub fn is_mounted(dir: &Path) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let d = dir.to_string_lossy();
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&d) && l.contains("fuse"))
+    }
+
+    pub fn ready_file(&self) -> &Path {
+        &self.ready
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        self.proc.terminate();
+        if Self::is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}

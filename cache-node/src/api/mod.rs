@@ -24,6 +24,7 @@ async fn serve_conn<S>(node: Arc<Node>, mut stream: S, cancel: CancellationToken
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut session = node.session();
     loop {
         let req = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -39,7 +40,7 @@ where
                 return;
             }
         };
-        let resp = node.handle(req).await;
+        let resp = node.handle(req, &mut session).await;
         if let Err(e) = write_frame(&mut stream, &resp).await {
             tracing::debug!(error = %e, "client went away");
             return;

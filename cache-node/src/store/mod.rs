@@ -797,6 +797,16 @@ impl ChunkStore {
         })
     }
 
+    /// Pins a file version's chunks against eviction (an open handle).
+    pub fn hold(&self, fv: FileVersionId) {
+        self.state().hold(fv);
+    }
+
+    /// Releases one [`ChunkStore::hold`].
+    pub fn unhold(&self, fv: &FileVersionId) {
+        self.state().unhold(fv);
+    }
+
     /// Resident bytes of a file version across tiers.
     pub fn resident_bytes(&self, fv: &FileVersionId) -> u64 {
         self.state().fv_usage(fv).bytes.iter().sum()

@@ -122,6 +122,8 @@ pub struct Residency {
     per_fv: HashMap<FileVersionId, FvUsage>,
     tick: u64,
     dirty: HashSet<ChunkKey>,
+    /// Open handles per file version: their chunks are never evicted.
+    held: HashMap<FileVersionId, u32>,
 }
 
 impl Residency {
@@ -135,7 +137,26 @@ impl Residency {
             per_fv: HashMap::new(),
             tick: 0,
             dirty: HashSet::new(),
+            held: HashMap::new(),
         }
+    }
+
+    /// Pins every chunk of `fv` (present or future) until `unhold`.
+    pub fn hold(&mut self, fv: FileVersionId) {
+        *self.held.entry(fv).or_default() += 1;
+    }
+
+    pub fn unhold(&mut self, fv: &FileVersionId) {
+        if let Some(n) = self.held.get_mut(fv) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(fv);
+            }
+        }
+    }
+
+    fn evictable(&self, key: &ChunkKey, e: &Entry) -> bool {
+        e.readers == 0 && !e.leaving && !self.held.contains_key(&key.fv)
     }
 
     pub fn budget(&self, tier: TierKind) -> Option<Budget> {
@@ -247,8 +268,8 @@ impl Residency {
             if excess == 0 {
                 break;
             }
-            let e = &self.chunks[key];
-            if e.readers == 0 && !e.leaving {
+            if self.evictable(key, &self.chunks[key]) {
+                let e = &self.chunks[key];
                 excess = excess.saturating_sub(u64::from(e.len));
                 victims.push(*key);
             }
@@ -323,13 +344,11 @@ impl Residency {
 
     /// Marks a chunk leaving outright (for purges); false if it is being read.
     pub fn claim(&mut self, key: &ChunkKey) -> bool {
-        match self.chunks.get_mut(key) {
-            Some(e) if e.readers == 0 && !e.leaving => {
-                e.leaving = true;
-                true
-            }
-            _ => false,
+        let ok = self.chunks.get(key).is_some_and(|e| self.evictable(key, e));
+        if ok {
+            self.chunks.get_mut(key).expect("checked").leaving = true;
         }
+        ok
     }
 
     /// Chunks whose access clock changed since the last call.
@@ -423,6 +442,10 @@ mod tests {
         // 900 + 250 > quota and the only other unpinned chunk is being read.
         assert_eq!(put(&mut r, key(3), 250, false), (vec![key(2)], false));
         r.release(&key(1));
+        // An open handle on key(1)'s file version protects it too.
+        r.hold(key(1).fv);
+        assert_eq!(put(&mut r, key(3), 250, false), (vec![], false));
+        r.unhold(&key(1).fv);
         let (evicted, ok) = put(&mut r, key(3), 250, false);
         assert!(ok);
         assert_eq!(evicted, vec![key(1)]);

@@ -1,0 +1,87 @@
+//! Sequential-read detection for prefetch, without I/O.
+//!
+//! Each open file keeps a window that doubles while reads stay sequential
+//! and collapses to the minimum on a seek. What it asks for is *warmed in
+//! the cache node's tiers* (which have byte quotas), not buffered in this
+//! process, so many files read at once cost this process nothing; the
+//! number of prefetch bytes in flight per mount is bounded separately by
+//! the caller's budget.
+
+use std::ops::Range;
+
+/// Smallest prefetch window (one default chunk).
+pub const MIN_WINDOW: u64 = 4 << 20;
+/// Largest prefetch window.
+pub const MAX_WINDOW: u64 = 64 << 20;
+
+/// Per-file prefetch state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sequential {
+    next: u64,
+    window: u64,
+    prefetched_to: u64,
+}
+
+impl Sequential {
+    /// Records a read of `[offset, end)` of a file of `size` bytes and returns
+    /// the range to warm next, if any.
+    pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
+        if self.window > 0 && offset == self.next {
+            self.window = (self.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
+        } else {
+            // A seek (or the first read): start small from here.
+            self.window = MIN_WINDOW;
+            self.prefetched_to = end;
+        }
+        self.next = end;
+        let target = end.saturating_add(self.window).min(size);
+        let from = self.prefetched_to.max(end);
+        if target > from {
+            self.prefetched_to = target;
+            Some(from..target)
+        } else {
+            None
+        }
+    }
+
+    /// The current window.
+    #[cfg(test)]
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_grows_while_sequential_and_resets_on_seek() {
+        let size = 1 << 30;
+        let mut s = Sequential::default();
+        let r = s.on_read(0, 1 << 20, size).unwrap();
+        assert_eq!(r, (1 << 20)..((1 << 20) + MIN_WINDOW));
+        let mut last = s.window();
+        for i in 1..10u64 {
+            s.on_read(i << 20, (i + 1) << 20, size);
+            assert!(s.window() >= last);
+            last = s.window();
+        }
+        assert_eq!(s.window(), MAX_WINDOW);
+        // Seek far away: back to the minimum window, prefetch from there.
+        let r = s.on_read(500 << 20, 501 << 20, size).unwrap();
+        assert_eq!(s.window(), MIN_WINDOW);
+        assert_eq!(r.start, 501 << 20);
+    }
+
+    #[test]
+    fn never_past_the_end_and_never_twice() {
+        let mut s = Sequential::default();
+        let size = 6 << 20;
+        let r = s.on_read(0, 1 << 20, size).unwrap();
+        assert_eq!(r.end, 5 << 20);
+        let r = s.on_read(1 << 20, 2 << 20, size).unwrap();
+        assert_eq!(r, (5 << 20)..size);
+        assert_eq!(s.on_read(2 << 20, 3 << 20, size), None);
+    }
+}
