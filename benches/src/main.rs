@@ -404,7 +404,21 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
         runs.raw_write.push(raw_write(&raw_path, data)?);
         sync()?;
         prime_page_cache(&rep_dir, data)?;
+        let vm0 = std::fs::read_to_string("/proc/vmstat").unwrap();
+        let c0 = std::time::Instant::now();
         runs.ingest.push(store_read(&store, &file, data).await?);
+        let _ = c0;
+        if std::env::var_os("DBG").is_some() {
+            let vm1 = std::fs::read_to_string("/proc/vmstat").unwrap();
+            let mut diffs = Vec::new();
+            for (a, b) in vm0.lines().zip(vm1.lines()) {
+                let (k, x) = a.split_once(' ').unwrap();
+                let y: i64 = b.split_once(' ').unwrap().1.parse().unwrap();
+                let x: i64 = x.parse().unwrap();
+                if y - x != 0 { diffs.push(format!("{k}={}", y - x)); }
+            }
+            eprintln!("VM {}", diffs.join(" "));
+        }
         if std::env::var_os("DBG").is_some() {
             eprintln!(
                 " <- ingest {} {:.0}",
