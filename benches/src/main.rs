@@ -415,7 +415,9 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
                 let (k, x) = a.split_once(' ').unwrap();
                 let y: i64 = b.split_once(' ').unwrap().1.parse().unwrap();
                 let x: i64 = x.parse().unwrap();
-                if y - x != 0 { diffs.push(format!("{k}={}", y - x)); }
+                if y - x != 0 {
+                    diffs.push(format!("{k}={}", y - x));
+                }
             }
             eprintln!("VM {}", diffs.join(" "));
         }
