@@ -395,6 +395,7 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
                 },
                 pin: false,
             },
+            locator: None,
         };
         let raw_path = rep_dir.join("raw.bin");
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::mesh::MeshConfig;
 use crate::node::NodeConfig;
 use crate::store::{StoreConfig, TierConfig};
 
@@ -63,6 +64,21 @@ pub struct TierSection {
     pub low_watermark: Option<f64>,
 }
 
+/// The `[mesh]` section; absent means a standalone node.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// UDP address of the QUIC endpoint, e.g. "0.0.0.0:7071".
+    pub listen: Option<String>,
+    /// Address peers use to reach this node (default: `listen`).
+    pub advertise: Option<String>,
+    /// Seed peers ("host:port").
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Directory with ca.pem, node.pem, node.key (from `cache-node ca issue`).
+    pub tls_dir: Option<PathBuf>,
+}
+
 /// The configuration file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +102,8 @@ pub struct Config {
     /// Labels shown by `dataset-ctl nodes`.
     #[serde(default)]
     pub labels: HashMap<String, String>,
+    #[serde(default)]
+    pub mesh: MeshSection,
 }
 
 /// Everything the binary needs to start.
@@ -95,6 +113,7 @@ pub struct Resolved {
     pub listen: String,
     pub admin: String,
     pub socket: PathBuf,
+    pub mesh: Option<MeshConfig>,
 }
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/shoal";
@@ -162,9 +181,30 @@ impl Config {
         }
         let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let name = self.name.unwrap_or_else(hostname);
+        let mesh = match (self.mesh.listen, self.mesh.tls_dir) {
+            (None, None) if self.mesh.seeds.is_empty() => None,
+            (Some(l), Some(tls_dir)) => Some(MeshConfig {
+                listen: l
+                    .parse()
+                    .map_err(|e| format!("mesh listen address {l:?}: {e}"))?,
+                advertise: self.mesh.advertise.unwrap_or(l),
+                seeds: self.mesh.seeds,
+                tls_dir,
+                interval: std::time::Duration::from_millis(500),
+                dead_after: std::time::Duration::from_secs(3),
+                serve_concurrency: 8,
+                corrupt_served_chunks: std::env::var("SHOAL_TEST_CORRUPT_PEER").is_ok_and(|v| v == "1"),
+            }),
+            _ => {
+                return Err(
+                    "the mesh needs both a listen address (--peer-listen) and a TLS directory (--tls-dir)".into(),
+                )
+            }
+        };
         Ok(Resolved {
             socket: self.socket.unwrap_or_else(|| data_dir.join("node.sock")),
             admin: self.admin.unwrap_or_else(|| DEFAULT_ADMIN.to_string()),
+            mesh,
             node: NodeConfig {
                 data_dir,
                 name,

@@ -10,6 +10,7 @@ pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod index;
+pub mod mesh;
 pub mod metrics;
 pub mod node;
 pub mod origin;

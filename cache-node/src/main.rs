@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shoal_cache_node::config::{Config, Size};
+use shoal_cache_node::mesh::{tls, Mesh};
 use shoal_cache_node::metrics::Metrics;
 use shoal_cache_node::{api, node::Node};
 use tokio::task::JoinSet;
@@ -18,6 +19,20 @@ use tokio_util::sync::CancellationToken;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// QUIC address for peers (enables the mesh), e.g. 0.0.0.0:7071.
+    #[arg(long, help_heading = "Mesh")]
+    peer_listen: Option<String>,
+    /// Address peers use to reach this node (default: --peer-listen).
+    #[arg(long, help_heading = "Mesh")]
+    peer_advertise: Option<String>,
+    /// Seed peer address; repeatable.
+    #[arg(long = "seed", help_heading = "Mesh")]
+    seeds: Vec<String>,
+    /// Directory with ca.pem, node.pem and node.key.
+    #[arg(long, help_heading = "Mesh")]
+    tls_dir: Option<PathBuf>,
     /// TOML configuration file; flags override it.
     #[arg(long, env = "SHOAL_CONFIG")]
     config: Option<PathBuf>,
@@ -53,6 +68,34 @@ struct Args {
     log_format: String,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Cluster certificates for the mesh.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CaCommand {
+    /// Create a cluster CA (ca.pem, ca.key with mode 0600) in a directory.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a certificate for one node with the cluster CA.
+    Issue {
+        /// Directory of the CA.
+        #[arg(long)]
+        ca: PathBuf,
+        /// Node name.
+        #[arg(long)]
+        name: String,
+        /// Output directory (node.pem, node.key with mode 0600, ca.pem).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     shoal_proto::units::parse_size(s)
 }
@@ -73,6 +116,19 @@ fn init_tracing(format: &str) {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ca(ca)) = &args.command {
+        let done = match ca {
+            CaCommand::Init { out } => tls::init_ca(out),
+            CaCommand::Issue { ca, name, out } => tls::issue(ca, name, out),
+        };
+        return match done {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cache-node: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     init_tracing(&args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,6 +183,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.name.is_some() {
         cfg.name = args.name;
     }
+    if args.peer_listen.is_some() {
+        cfg.mesh.listen = args.peer_listen;
+    }
+    if args.peer_advertise.is_some() {
+        cfg.mesh.advertise = args.peer_advertise;
+    }
+    if !args.seeds.is_empty() {
+        cfg.mesh.seeds = args.seeds;
+    }
+    if args.tls_dir.is_some() {
+        cfg.mesh.tls_dir = args.tls_dir;
+    }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
 
     let metrics = Arc::new(Metrics::default());
@@ -139,6 +207,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding admin endpoint on {}", resolved.admin))?;
 
     let cancel = CancellationToken::new();
+    let mesh = match resolved.mesh.clone() {
+        Some(m) => {
+            let mesh = Mesh::start(m, &node, cancel.child_token()).context("starting the mesh")?;
+            node.set_mesh(mesh.clone());
+            Some(mesh)
+        }
+        None => None,
+    };
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     {
@@ -197,6 +273,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if let Err(e) = r.context("server task panicked").and_then(|r| r) {
             tracing::warn!("{e:#}");
         }
+    }
+    if let Some(mesh) = mesh {
+        mesh.shutdown().await;
     }
     node.store().flush_access()?;
     tracing::info!("cache-node stopped");

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub uncached_reads: Counter,
     /// Requests handled by the read/control API, by `op`.
     pub api_requests: Family<Labels, Counter>,
+    /// Chunk bytes received from peers (verified).
+    pub peer_bytes: Counter,
+    /// Chunks from peers that failed blake3 verification.
+    pub peer_corrupt: Counter,
+    /// Peer chunk requests that failed (unreachable, timeout, error).
+    pub peer_errors: Counter,
 }
 
 impl Metrics {
@@ -94,6 +100,21 @@ impl Metrics {
             "api_requests",
             "API requests by op",
             self.api_requests.clone(),
+        );
+        reg.register(
+            "peer_bytes",
+            "Verified chunk bytes received from peers",
+            self.peer_bytes.clone(),
+        );
+        reg.register(
+            "peer_corrupt_chunks",
+            "Chunks from peers that failed blake3 verification",
+            self.peer_corrupt.clone(),
+        );
+        reg.register(
+            "peer_errors",
+            "Failed peer chunk requests",
+            self.peer_errors.clone(),
         );
         let mut out = String::new();
         encode(&mut out, &registry).expect("writing to a String cannot fail");

@@ -11,9 +11,10 @@ use tokio::sync::Mutex;
 
 use crate::catalog::{self, manifest, Catalog, CatalogError, DatasetRecord, Spec};
 use crate::index::{FileVersionId, Index, IndexError};
+use crate::mesh::Mesh;
 use crate::metrics::Metrics;
 use crate::origin::{self, OriginError, OriginSettings, SharedOrigin};
-use crate::store::{ChunkStore, FileRef, StoreConfig, StoreError};
+use crate::store::{ChunkStore, FileRef, Locator, StoreConfig, StoreError};
 
 /// Largest range one read request may ask for.
 pub const MAX_READ: u64 = 64 << 20;
@@ -140,6 +141,7 @@ pub struct Node {
     /// Serialises catalog changes (create/refresh/delete) so two operators
     /// racing on one name cannot interleave.
     catalog_lock: Mutex<()>,
+    mesh: std::sync::OnceLock<Arc<Mesh>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -163,7 +165,112 @@ impl Node {
             metrics,
             origins: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
+            mesh: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Joins the mesh: node listings show every member, and misses ask
+    /// peers before the origin.
+    pub fn set_mesh(&self, mesh: Arc<Mesh>) {
+        self.store.set_peers(mesh.clone());
+        let _ = self.mesh.set(mesh);
+    }
+
+    pub fn mesh(&self) -> Option<Arc<Mesh>> {
+        self.mesh.get().cloned()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    pub fn advertise(&self) -> &str {
+        &self.cfg.advertise
+    }
+
+    pub fn labels(&self) -> &HashMap<String, String> {
+        &self.cfg.labels
+    }
+
+    /// Tier usage in wire form.
+    pub fn tier_usage(&self) -> Vec<v1::TierUsage> {
+        self.store
+            .usage()
+            .into_iter()
+            .map(|u| v1::TierUsage {
+                name: u.tier.name().into(),
+                dir: u.dir.to_string_lossy().into_owned(),
+                used_bytes: u.used,
+                quota_bytes: u.quota,
+            })
+            .collect()
+    }
+
+    /// (name, latest version) of every dataset, for gossip.
+    pub fn dataset_digests(&self) -> Vec<v1::DatasetDigest> {
+        self.catalog()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| v1::DatasetDigest {
+                version: r.latest().version,
+                name: r.spec.name,
+            })
+            .collect()
+    }
+
+    /// A dataset with every manifest version, for a peer.
+    pub fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, NodeError> {
+        let rec = self.catalog().get(name)?;
+        let mut versions = Vec::new();
+        for v in &rec.versions {
+            let mut entries = Vec::new();
+            self.catalog()
+                .for_each_entry(name, v.version, |e| entries.push(e))?;
+            versions.push(v1::ManifestVersion {
+                version: v.version,
+                entries,
+            });
+        }
+        Ok(v1::DatasetExport {
+            record_json: serde_json::to_vec(&rec).expect("record serialises").into(),
+            versions,
+        })
+    }
+
+    /// Stores a dataset received from a peer if it is newer than ours.
+    pub fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), NodeError> {
+        let record: DatasetRecord = serde_json::from_slice(&export.record_json).map_err(|e| {
+            NodeError::BadRequest(format!("peer sent a malformed dataset record: {e}"))
+        })?;
+        let versions: Vec<_> = export
+            .versions
+            .into_iter()
+            .map(|v| (v.version, v.entries))
+            .collect();
+        let name = record.spec.name.clone();
+        if self.catalog().import(record, &versions)? {
+            tracing::info!(dataset = %name, "dataset replicated from a peer");
+        }
+        Ok(())
+    }
+
+    /// Serves a chunk to a peer from this node's store (fetching it from the
+    /// origin if needed, never from another peer): (bytes, blake3).
+    pub async fn serve_chunk(
+        &self,
+        f: &v1::FetchChunk,
+    ) -> Result<(bytes::Bytes, [u8; 32]), NodeError> {
+        let p = v1::PathRef {
+            dataset: f.dataset.clone(),
+            version: f.version,
+            path: f.path.clone(),
+        };
+        let (mut file, _) = self.file_ref(Some(&p)).await?;
+        file.locator = None;
+        let start = u64::from(f.index) * file.chunk_size;
+        let data = self.store.read(&file, start, file.chunk_size).await?;
+        Ok((data.clone(), *blake3::hash(&data).as_bytes()))
     }
 
     /// State for one client connection.
@@ -309,7 +416,20 @@ impl Node {
                 })
             }
             Req::Nodes(_) => Resp::Nodes(v1::NodeList {
-                items: vec![self.node_status()],
+                items: match self.mesh() {
+                    Some(mesh) => mesh
+                        .members()
+                        .into_iter()
+                        .map(|(m, state)| v1::NodeStatus {
+                            name: m.name,
+                            address: m.api_addr,
+                            state: state.name().into(),
+                            tiers: m.tiers,
+                            labels: m.labels,
+                        })
+                        .collect(),
+                    None => vec![self.node_status()],
+                },
             }),
         })
     }
@@ -400,6 +520,10 @@ impl Node {
                 object: manifest::object_of(&entry),
                 origin,
                 placement: rec.spec.placement(),
+                locator: Some(Locator {
+                    dataset: rec.spec.name.clone(),
+                    version,
+                }),
             },
             version,
         ))
@@ -523,17 +647,7 @@ impl Node {
             name: self.cfg.name.clone(),
             address: self.cfg.advertise.clone(),
             state: "Ready".into(),
-            tiers: self
-                .store
-                .usage()
-                .into_iter()
-                .map(|u| v1::TierUsage {
-                    name: u.tier.name().into(),
-                    dir: u.dir.to_string_lossy().into_owned(),
-                    used_bytes: u.used,
-                    quota_bytes: u.quota,
-                })
-                .collect(),
+            tiers: self.tier_usage(),
             labels: self.cfg.labels.clone(),
         }
     }

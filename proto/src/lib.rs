@@ -39,6 +39,24 @@ impl v1::Response {
     }
 }
 
+impl v1::PeerResponse {
+    pub fn new(kind: v1::peer_response::Kind) -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+            kind: Some(kind),
+        }
+    }
+}
+
+impl v1::PeerRequest {
+    pub fn new(kind: v1::peer_request::Kind) -> Self {
+        Self {
+            protocol_version: PROTOCOL_VERSION,
+            kind: Some(kind),
+        }
+    }
+}
+
 impl v1::Request {
     /// Wraps a request kind with this build's protocol version.
     pub fn new(kind: v1::request::Kind) -> Self {

@@ -157,12 +157,21 @@ impl S3Server {
     }
 }
 
+/// Mesh settings of a node under test.
+#[derive(Debug, Clone)]
+pub struct MeshOpts {
+    pub tls_dir: PathBuf,
+    pub seeds: Vec<String>,
+}
+
 /// Options of a cache node under test.
 #[derive(Debug, Clone)]
 pub struct NodeOpts {
     pub memory_quota: String,
     pub disk_quota: String,
     pub env: Vec<(String, String)>,
+    pub name: Option<String>,
+    pub mesh: Option<MeshOpts>,
 }
 
 impl Default for NodeOpts {
@@ -174,6 +183,8 @@ impl Default for NodeOpts {
                 ("AWS_ACCESS_KEY_ID".into(), ACCESS_KEY.into()),
                 ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
             ],
+            name: None,
+            mesh: None,
         }
     }
 }
@@ -183,6 +194,8 @@ pub struct Node {
     pub dir: PathBuf,
     pub listen: String,
     pub admin: String,
+    /// QUIC address for peers (used when the node is in a mesh).
+    pub peer: String,
     pub opts: NodeOpts,
     pub proc: Option<Proc>,
     starts: u32,
@@ -195,6 +208,7 @@ impl Node {
             dir: dir.to_path_buf(),
             listen: format!("127.0.0.1:{}", free_port()),
             admin: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
             opts,
             proc: None,
             starts: 0,
@@ -237,6 +251,17 @@ impl Node {
             .env("SHOAL_LOG", "info,shoal_cache_node=debug");
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
+        }
+        if let Some(name) = &self.opts.name {
+            cmd.args(["--name", name]);
+        }
+        if let Some(m) = &self.opts.mesh {
+            cmd.args(["--peer-listen", &self.peer])
+                .arg("--tls-dir")
+                .arg(&m.tls_dir);
+            for s in &m.seeds {
+                cmd.args(["--seed", s]);
+            }
         }
         let proc = Proc::spawn(&mut cmd, self.dir.join(format!("node-{}.log", self.starts)))?;
         self.proc = Some(proc);
@@ -452,5 +477,143 @@ impl Drop for Mount {
                 .arg(&self.dir)
                 .status();
         }
+    }
+}
+
+/// Runs `cache-node ca ...` and requires success.
+pub fn ca(args: &[&std::ffi::OsStr]) {
+    let out = Command::new(bin("cache-node"))
+        .arg("ca")
+        .args(args)
+        .output()
+        .expect("run cache-node ca");
+    assert!(
+        out.status.success(),
+        "cache-node ca {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `n` mesh nodes named node-0.. with certificates from one cluster
+/// CA, each seeded with node-0, and waits until every node sees all of them.
+pub fn cluster(dir: &Path, n: usize, opts: impl Fn(usize) -> NodeOpts) -> Result<Vec<Node>> {
+    let ca_dir = dir.join("ca");
+    ca(&["init".as_ref(), "--out".as_ref(), ca_dir.as_os_str()]);
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..n {
+        let name = format!("node-{i}");
+        let tls = dir.join(format!("tls-{i}"));
+        ca(&[
+            "issue".as_ref(),
+            "--ca".as_ref(),
+            ca_dir.as_os_str(),
+            "--name".as_ref(),
+            name.as_ref(),
+            "--out".as_ref(),
+            tls.as_os_str(),
+        ]);
+        let seeds = nodes
+            .first()
+            .map(|n0| vec![n0.peer.clone()])
+            .unwrap_or_default();
+        let mut o = opts(i);
+        o.name = Some(name);
+        o.mesh = Some(MeshOpts {
+            tls_dir: tls,
+            seeds,
+        });
+        nodes.push(Node::start(&dir.join(format!("node-{i}")), o)?);
+    }
+    for node in &nodes {
+        wait_for(
+            "every node to see the whole cluster",
+            Duration::from_secs(30),
+            || node.ready_members() == n,
+        )?;
+    }
+    Ok(nodes)
+}
+
+impl Node {
+    /// Members this node lists as Ready.
+    pub fn ready_members(&self) -> usize {
+        let out = self.ctl(&["nodes", "-o", "json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| {
+                v.as_array()
+                    .map(|a| a.iter().filter(|n| n["state"] == "Ready").count())
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// A TCP proxy in front of the S3 server that counts ranged GETs (chunk
+/// fetches) at the origin side, independent of what nodes report.
+pub struct CountingProxy {
+    pub endpoint: String,
+    ranged_gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl CountingProxy {
+    pub fn start(target: &str) -> Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let target = target.trim_start_matches("http://").to_string();
+        let ranged_gets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = ranged_gets.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut c_r, mut s_w) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (mut s_r, mut c_w) = (server, client);
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 << 10];
+                    let mut tail: Vec<u8> = Vec::new();
+                    loop {
+                        let n = match c_r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        tail.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&tail).to_ascii_lowercase();
+                        let hits = text.matches("\r\nrange: bytes=").count() as u64;
+                        counter.fetch_add(hits, Ordering::SeqCst);
+                        // Keep a short tail so a header split across reads is still seen once.
+                        let keep = tail.len().min(32);
+                        let cut = text
+                            .rfind("\r\nrange: bytes=")
+                            .map(|i| i + 1)
+                            .unwrap_or(0)
+                            .max(tail.len() - keep);
+                        tail.drain(..cut);
+                        if std::io::Write::write_all(&mut s_w, &buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_r, &mut c_w);
+                    let _ = c_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(Self {
+            endpoint,
+            ranged_gets,
+        })
+    }
+
+    /// Ranged GETs that reached the origin so far.
+    pub fn ranged_gets(&self) -> u64 {
+        self.ranged_gets.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -282,6 +282,44 @@ impl<'a> Catalog<'a> {
         Ok(record)
     }
 
+    /// Stores a dataset received from a peer, if it is newer than ours
+    /// (record and every manifest version in one batch). Returns whether
+    /// anything was written.
+    pub fn import(
+        &self,
+        record: DatasetRecord,
+        versions: &[(u64, Vec<v1::FileEntry>)],
+    ) -> Result<bool, CatalogError> {
+        validate_name(&record.spec.name)?;
+        let name = record.spec.name.clone();
+        let have = match self.get(&name) {
+            Ok(r) => Some(r.latest().version),
+            Err(CatalogError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if record.versions.is_empty() || have.is_some_and(|v| v >= record.latest().version) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        for (version, entries) in versions {
+            if have.is_some_and(|v| v >= *version) {
+                continue;
+            }
+            for e in entries {
+                batch.put(
+                    keys::manifest_entry(&name, *version, &e.path),
+                    e.encode_to_vec(),
+                );
+            }
+        }
+        batch.put(
+            keys::dataset(&name),
+            serde_json::to_vec(&record).expect("record serialises"),
+        );
+        self.index.write(batch)?;
+        Ok(true)
+    }
+
     /// Removes a dataset and every manifest version of it.
     pub fn delete(&self, name: &str) -> Result<(), CatalogError> {
         self.get(name)?;

@@ -79,6 +79,14 @@ pub struct Placement {
     pub pin: bool,
 }
 
+/// Where a file sits in the catalog, so peers can be asked for its chunks.
+/// Opaque to the store: passed through to the [`PeerSource`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    pub dataset: String,
+    pub version: u64,
+}
+
 /// A file version the store can read: identity, shape and where to fetch it.
 #[derive(Debug, Clone)]
 pub struct FileRef {
@@ -88,6 +96,17 @@ pub struct FileRef {
     pub object: ObjectMeta,
     pub origin: SharedOrigin,
     pub placement: Placement,
+    /// Set when peers may be asked for this file's chunks.
+    pub locator: Option<Locator>,
+}
+
+/// Other nodes that may hold a chunk (the P2P mesh), behind a trait so the
+/// store does not know about transports.
+#[async_trait::async_trait]
+pub trait PeerSource: Send + Sync {
+    /// The bytes of chunk `idx` of `file`, already verified against the hash
+    /// the serving peer recorded; `None` means "fetch it from the origin".
+    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<Bytes>;
 }
 
 impl FileRef {
@@ -164,6 +183,7 @@ struct Inner {
     origin_permits: Semaphore,
     read_concurrency: usize,
     metrics: Arc<Metrics>,
+    peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
 }
 
 /// The chunk store. Cheap to clone.
@@ -301,10 +321,16 @@ impl ChunkStore {
                 origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 read_concurrency: cfg.read_concurrency.max(1),
                 metrics,
+                peers: std::sync::OnceLock::new(),
             }),
         };
         store.update_gauges();
         Ok(store)
+    }
+
+    /// Lets misses ask peers before the origin.
+    pub fn set_peers(&self, peers: Arc<dyn PeerSource>) {
+        let _ = self.inner.peers.set(peers);
     }
 
     fn path(&self, tier: TierKind, fv: &FileVersionId) -> PathBuf {
@@ -450,12 +476,21 @@ impl ChunkStore {
             Some((hash, _)) => self.read_identical(&hash, &key).await,
             None => None,
         };
-        let bytes = match local {
-            Some(b) => {
+        let from_peer = match (&local, self.inner.peers.get()) {
+            (None, Some(peers)) => peers
+                .fetch(file, idx)
+                .await
+                .filter(|b| b.len() as u64 == range.end - range.start)
+                .filter(|b| known.is_none_or(|(h, _)| blake3::hash(b).as_bytes() == &h)),
+            _ => None,
+        };
+        let bytes = match (local, from_peer) {
+            (Some(b), _) => {
                 m.dedup_fills.inc();
                 b
             }
-            None => self.fetch_origin(file, range.clone()).await?,
+            (None, Some(b)) => b,
+            (None, None) => self.fetch_origin(file, range.clone()).await?,
         };
         let hash = *blake3::hash(&bytes).as_bytes();
         match known {

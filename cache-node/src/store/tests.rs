@@ -54,6 +54,7 @@ impl Fixture {
             object: self.objects[i].clone(),
             origin: self.origin.clone(),
             placement,
+            locator: None,
         }
     }
 

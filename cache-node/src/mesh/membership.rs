@@ -1,0 +1,164 @@
+//! Gossip membership state, without I/O or clocks of its own.
+//!
+//! Every node increments its own heartbeat each round and gossips the
+//! members it believes alive to a few others; a member whose heartbeat has
+//! not increased for `dead_after` is dead. (A heartbeat-gossip protocol:
+//! SWIM's indirect probes are not needed at Shoal's cluster sizes, and dead
+//! detection stays within a few rounds.) Time is an argument, so tests
+//! drive it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use shoal_proto::v1;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    member: v1::Member,
+    seen: Instant,
+}
+
+/// The membership view of one node.
+#[derive(Debug)]
+pub struct Membership {
+    me: v1::Member,
+    others: HashMap<String, Entry>,
+    dead_after: Duration,
+}
+
+/// Liveness of a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Alive,
+    Dead,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Alive => "Ready",
+            State::Dead => "NotReady",
+        }
+    }
+}
+
+impl Membership {
+    pub fn new(me: v1::Member, dead_after: Duration) -> Self {
+        Self {
+            me,
+            others: HashMap::new(),
+            dead_after,
+        }
+    }
+
+    pub fn me(&self) -> &v1::Member {
+        &self.me
+    }
+
+    /// Starts a round: bumps our heartbeat and refreshes our own facts.
+    pub fn tick(&mut self, tiers: Vec<v1::TierUsage>) {
+        self.me.heartbeat += 1;
+        self.me.tiers = tiers;
+    }
+
+    /// Merges a peer's view: newer heartbeats win and refresh liveness.
+    pub fn merge(&mut self, members: Vec<v1::Member>, now: Instant) {
+        for m in members {
+            if m.name == self.me.name {
+                continue;
+            }
+            match self.others.get_mut(&m.name) {
+                Some(e) if m.heartbeat > e.member.heartbeat => {
+                    e.member = m;
+                    e.seen = now;
+                }
+                Some(_) => {}
+                None => {
+                    self.others.insert(
+                        m.name.clone(),
+                        Entry {
+                            member: m,
+                            seen: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn state_of(&self, e: &Entry, now: Instant) -> State {
+        if now.saturating_duration_since(e.seen) < self.dead_after {
+            State::Alive
+        } else {
+            State::Dead
+        }
+    }
+
+    /// Live members, ourselves included.
+    pub fn alive(&self, now: Instant) -> Vec<v1::Member> {
+        let mut v: Vec<_> = self
+            .others
+            .values()
+            .filter(|e| self.state_of(e, now) == State::Alive)
+            .map(|e| e.member.clone())
+            .collect();
+        v.push(self.me.clone());
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Every known member with its state, ourselves included.
+    pub fn all(&self, now: Instant) -> Vec<(v1::Member, State)> {
+        let mut v: Vec<_> = self
+            .others
+            .values()
+            .map(|e| (e.member.clone(), self.state_of(e, now)))
+            .collect();
+        v.push((self.me.clone(), State::Alive));
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, hb: u64) -> v1::Member {
+        v1::Member {
+            name: name.into(),
+            heartbeat: hb,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dead_when_heartbeat_stalls_alive_when_it_moves() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(member("a", 0), Duration::from_secs(3));
+        m.merge(vec![member("b", 1), member("c", 1)], t0);
+        assert_eq!(m.alive(t0).len(), 3);
+        // b keeps beating, c stalls.
+        m.merge(
+            vec![member("b", 2), member("c", 1)],
+            t0 + Duration::from_secs(2),
+        );
+        let later = t0 + Duration::from_secs(4);
+        let names: Vec<_> = m.alive(later).into_iter().map(|x| x.name).collect();
+        assert_eq!(names, vec!["a", "b"]);
+        let all = m.all(later);
+        assert_eq!(
+            all.iter().find(|(x, _)| x.name == "c").unwrap().1,
+            State::Dead
+        );
+        // A stale view from another node cannot resurrect c.
+        m.merge(vec![member("c", 1)], later);
+        assert_eq!(m.alive(later).len(), 2);
+        // c comes back (restart): a higher heartbeat makes it alive again.
+        m.merge(vec![member("c", 5)], later);
+        assert_eq!(m.alive(later).len(), 3);
+        // Our own entry is never taken from gossip.
+        m.merge(vec![member("a", 99)], later);
+        assert_eq!(m.me().heartbeat, 0);
+    }
+}

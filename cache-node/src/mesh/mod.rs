@@ -1,0 +1,467 @@
+//! The P2P mesh: cache nodes on different hosts become one cache.
+//!
+//! - Transport: QUIC (quinn) with mutual TLS against a cluster CA ([`tls`]).
+//! - Membership: heartbeat gossip every round to a few peers and the seeds
+//!   ([`membership`]); dataset specs and manifest versions ride along as
+//!   digests and are pulled from a peer that has a newer version, so any
+//!   node answers `dataset-ctl` and serves mounts, and views converge after
+//!   a partition heals.
+//! - Chunks: each chunk has an owner by capacity-weighted rendezvous
+//!   hashing over live members ([`rendezvous`]). A node missing a chunk
+//!   asks the owner, which fetches it from the origin once (its own misses
+//!   share one flight) and serves it. Bytes from a peer are verified with
+//!   blake3 before use; a mismatch counts against the peer and the next
+//!   node in rendezvous order is asked, and only when none can serve does
+//!   the node go to the origin itself.
+//!
+//! Every task (accept loop, gossip rounds, connection handlers, catalog
+//! pulls) is owned by the mesh's `JoinSet` and stops with its token.
+
+pub mod membership;
+pub mod rendezvous;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use shoal_proto::v1::{self, peer_request::Kind as PReq, peer_response::Kind as PResp};
+use shoal_proto::{read_frame, write_frame};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::node::Node;
+use crate::store::{FileRef, PeerSource};
+use membership::{Membership, State};
+
+/// Mesh settings.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// UDP address the QUIC endpoint binds.
+    pub listen: SocketAddr,
+    /// Address other nodes use to reach this one (default: `listen`).
+    pub advertise: String,
+    /// Seed peers to join through.
+    pub seeds: Vec<String>,
+    /// Directory with `ca.pem`, `node.pem`, `node.key`.
+    pub tls_dir: PathBuf,
+    /// Gossip round interval.
+    pub interval: Duration,
+    /// A member silent this long is dead.
+    pub dead_after: Duration,
+    /// Concurrent chunk requests served to peers (budget that keeps peer
+    /// serving from starving local readers).
+    pub serve_concurrency: usize,
+    /// Test hook: flip a byte of every chunk served to peers.
+    pub corrupt_served_chunks: bool,
+}
+
+/// Errors of the mesh.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("peer endpoint: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("peer {peer}: {detail}")]
+    Request { peer: String, detail: String },
+}
+
+/// The running mesh of one node.
+pub struct Mesh {
+    cfg: MeshConfig,
+    endpoint: quinn::Endpoint,
+    members: Mutex<Membership>,
+    conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    node: Weak<Node>,
+    serve_permits: Semaphore,
+    tasks: Mutex<JoinSet<()>>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("listen", &self.cfg.listen)
+            .finish()
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Mesh {
+    /// Binds the endpoint and starts the accept loop and gossip rounds.
+    pub fn start(
+        cfg: MeshConfig,
+        node: &Arc<Node>,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Self>, PeerError> {
+        let (server, client) = tls::quic_configs(&cfg.tls_dir)?;
+        let mut endpoint = quinn::Endpoint::server(server, cfg.listen)?;
+        endpoint.set_default_client_config(client);
+        let me = v1::Member {
+            name: node.name().to_string(),
+            peer_addr: cfg.advertise.clone(),
+            api_addr: node.advertise().to_string(),
+            // Starts at wall-clock milliseconds so a restarted node's
+            // heartbeat is newer than anything gossiped about its past life.
+            heartbeat: unix_millis(),
+            labels: node.labels().clone(),
+            tiers: node.tier_usage(),
+        };
+        let mesh = Arc::new(Self {
+            members: Mutex::new(Membership::new(me, cfg.dead_after)),
+            serve_permits: Semaphore::new(cfg.serve_concurrency.max(1)),
+            endpoint,
+            cfg,
+            conns: tokio::sync::Mutex::new(HashMap::new()),
+            node: Arc::downgrade(node),
+            tasks: Mutex::new(JoinSet::new()),
+            cancel,
+        });
+        let m = mesh.clone();
+        mesh.spawn(async move { m.accept_loop().await });
+        let m = mesh.clone();
+        mesh.spawn(async move { m.gossip_loop().await });
+        tracing::info!(listen = %mesh.cfg.listen, seeds = ?mesh.cfg.seeds, "mesh started");
+        Ok(mesh)
+    }
+
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        let mut tasks = self.tasks.lock().expect("tasks lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = f => {}
+            }
+        });
+    }
+
+    /// Stops every task and closes the endpoint.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        while tasks.join_next().await.is_some() {}
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+
+    /// Every known member and its state.
+    pub fn members(&self) -> Vec<(v1::Member, State)> {
+        self.members
+            .lock()
+            .expect("members lock")
+            .all(Instant::now())
+    }
+
+    async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let m = self.clone();
+            self.spawn(async move {
+                let conn = match incoming.await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "refused peer connection");
+                        return;
+                    }
+                };
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let m2 = m.clone();
+                    m.spawn(async move { m2.serve_stream(send, recv).await });
+                }
+            });
+        }
+    }
+
+    async fn serve_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let req: v1::PeerRequest = match read_frame(&mut recv).await {
+            Ok(Some(r)) => r,
+            _ => return,
+        };
+        let resp = if req.protocol_version != shoal_proto::PROTOCOL_VERSION {
+            PResp::Error(v1::Error {
+                code: v1::ErrorCode::UnsupportedVersion as i32,
+                message: format!(
+                    "peer protocol version {} not supported",
+                    req.protocol_version
+                ),
+            })
+        } else {
+            match self.handle(req.kind).await {
+                Ok(r) => r,
+                Err(e) => PResp::Error(v1::Error {
+                    code: v1::ErrorCode::Internal as i32,
+                    message: e,
+                }),
+            }
+        };
+        let _ = write_frame(&mut send, &v1::PeerResponse::new(resp)).await;
+        let _ = send.finish();
+        let _ = send.stopped().await;
+    }
+
+    async fn handle(&self, kind: Option<PReq>) -> Result<PResp, String> {
+        let node = self.node.upgrade().ok_or("node is shutting down")?;
+        match kind {
+            Some(PReq::Gossip(g)) => {
+                self.absorb(&node, g);
+                Ok(PResp::Gossip(self.gossip_message(&node)))
+            }
+            Some(PReq::Fetch(f)) => {
+                let _permit = self
+                    .serve_permits
+                    .acquire()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let (mut data, hash) = node.serve_chunk(&f).await.map_err(|e| e.to_string())?;
+                if self.cfg.corrupt_served_chunks && !data.is_empty() {
+                    let mut v = data.to_vec();
+                    v[0] ^= 0xff;
+                    data = Bytes::from(v);
+                }
+                Ok(PResp::Chunk(v1::ChunkData {
+                    data,
+                    hash: Bytes::copy_from_slice(&hash),
+                }))
+            }
+            Some(PReq::Export(d)) => Ok(PResp::Dataset(
+                node.export_dataset(&d.name).map_err(|e| e.to_string())?,
+            )),
+            None => Err("empty peer request".into()),
+        }
+    }
+
+    fn gossip_message(&self, node: &Node) -> v1::Gossip {
+        let now = Instant::now();
+        let members = self.members.lock().expect("members lock");
+        v1::Gossip {
+            from: members.me().name.clone(),
+            members: members.alive(now),
+            datasets: node.dataset_digests(),
+        }
+    }
+
+    /// Merges a peer's gossip and pulls datasets it has newer versions of.
+    fn absorb(&self, node: &Arc<Node>, g: v1::Gossip) {
+        let peer_addr = g
+            .members
+            .iter()
+            .find(|m| m.name == g.from)
+            .map(|m| m.peer_addr.clone());
+        self.members
+            .lock()
+            .expect("members lock")
+            .merge(g.members, Instant::now());
+        let Some(addr) = peer_addr else { return };
+        let local: HashMap<String, u64> = node
+            .dataset_digests()
+            .into_iter()
+            .map(|d| (d.name, d.version))
+            .collect();
+        for d in g.datasets {
+            if local.get(&d.name).is_some_and(|v| *v >= d.version) {
+                continue;
+            }
+            let (node, addr, name) = (node.clone(), addr.clone(), d.name.clone());
+            let me = self.self_arc();
+            self.spawn(async move {
+                let Some(me) = me else { return };
+                match me.request(&addr, PReq::Export(v1::DatasetRef { name: name.clone() })).await {
+                    Ok(PResp::Dataset(export)) => {
+                        if let Err(e) = node.import_dataset(export) {
+                            tracing::warn!(dataset = %name, error = %e, "importing dataset from peer failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(dataset = %name, error = %e, "pulling dataset from peer failed"),
+                }
+            });
+        }
+    }
+
+    fn self_arc(&self) -> Option<Arc<Mesh>> {
+        self.node.upgrade().and_then(|n| n.mesh())
+    }
+
+    async fn gossip_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        loop {
+            tick.tick().await;
+            let Some(node) = self.node.upgrade() else {
+                return;
+            };
+            let targets = {
+                let mut members = self.members.lock().expect("members lock");
+                members.tick(node.tier_usage());
+                let me = members.me().name.clone();
+                let mut addrs: Vec<String> = members
+                    .alive(Instant::now())
+                    .into_iter()
+                    .filter(|m| m.name != me)
+                    .map(|m| m.peer_addr)
+                    .collect();
+                addrs.shuffle(&mut rand::thread_rng());
+                addrs.truncate(3);
+                for s in &self.cfg.seeds {
+                    if !addrs.contains(s) && *s != self.cfg.advertise {
+                        addrs.push(s.clone());
+                    }
+                }
+                addrs
+            };
+            let msg = self.gossip_message(&node);
+            let rounds = targets.into_iter().map(|addr| {
+                let msg = msg.clone();
+                let me = self.clone();
+                let node = node.clone();
+                async move {
+                    match me.request(&addr, PReq::Gossip(msg)).await {
+                        Ok(PResp::Gossip(g)) => me.absorb(&node, g),
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(peer = %addr, error = %e, "gossip failed"),
+                    }
+                }
+            });
+            futures::future::join_all(rounds).await;
+        }
+    }
+
+    async fn connection(&self, addr: &str) -> Result<quinn::Connection, PeerError> {
+        let err = |detail: String| PeerError::Request {
+            peer: addr.to_string(),
+            detail,
+        };
+        let mut conns = self.conns.lock().await;
+        if let Some(c) = conns.get(addr) {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let sock: SocketAddr = tokio::net::lookup_host(addr)
+            .await?
+            .next()
+            .ok_or_else(|| err("address does not resolve".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(sock, tls::SERVER_NAME)
+            .map_err(|e| err(e.to_string()))?;
+        let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
+            .await
+            .map_err(|_| err("connect timed out".into()))?
+            .map_err(|e| err(format!("handshake failed: {e}")))?;
+        conns.insert(addr.to_string(), conn.clone());
+        Ok(conn)
+    }
+
+    /// One request on a new stream of the (cached) connection to `addr`.
+    pub async fn request(&self, addr: &str, kind: PReq) -> Result<PResp, PeerError> {
+        let err = |detail: String| PeerError::Request {
+            peer: addr.to_string(),
+            detail,
+        };
+        let exchange = async {
+            let conn = self.connection(addr).await?;
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| err(e.to_string()))?;
+            write_frame(&mut send, &v1::PeerRequest::new(kind))
+                .await
+                .map_err(|e| err(e.to_string()))?;
+            let _ = send.finish();
+            let resp: v1::PeerResponse = read_frame(&mut recv)
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .ok_or_else(|| err("stream closed".into()))?;
+            match resp.kind {
+                Some(PResp::Error(e)) => Err(err(e.message)),
+                Some(k) => Ok(k),
+                None => Err(err("empty response".into())),
+            }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| err("request timed out".into()))?
+    }
+}
+
+#[async_trait]
+impl PeerSource for Mesh {
+    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<Bytes> {
+        let locator = file.locator.as_ref()?;
+        let node = self.node.upgrade()?;
+        let (candidates, me) = {
+            let members = self.members.lock().expect("members lock");
+            let alive = members.alive(Instant::now());
+            let weights: Vec<(String, String, f64)> = alive
+                .iter()
+                .map(|m| {
+                    let cap: u64 = m.tiers.iter().map(|t| t.quota_bytes).sum();
+                    (
+                        m.name.clone(),
+                        m.peer_addr.clone(),
+                        (cap.max(1) as f64) / 1e9,
+                    )
+                })
+                .collect();
+            let mut key = file.fv.0.to_vec();
+            key.extend_from_slice(&idx.to_be_bytes());
+            let named: Vec<(&str, f64)> =
+                weights.iter().map(|(n, _, w)| (n.as_str(), *w)).collect();
+            let order: Vec<String> = rendezvous::order(&key, &named)
+                .into_iter()
+                .map(String::from)
+                .collect();
+            let addr_of: HashMap<&str, &str> = weights
+                .iter()
+                .map(|(n, a, _)| (n.as_str(), a.as_str()))
+                .collect();
+            let candidates: Vec<(String, String)> = order
+                .iter()
+                .map(|n| (n.clone(), addr_of[n.as_str()].to_string()))
+                .collect();
+            (candidates, members.me().name.clone())
+        };
+        let m = node.metrics();
+        for (name, addr) in candidates {
+            if name == me {
+                // We are the first live node in rendezvous order: fetch it ourselves.
+                return None;
+            }
+            let req = PReq::Fetch(v1::FetchChunk {
+                dataset: locator.dataset.clone(),
+                version: locator.version,
+                path: file.object.path.clone(),
+                index: idx,
+            });
+            match self.request(&addr, req).await {
+                Ok(PResp::Chunk(c)) => {
+                    let hash = blake3::hash(&c.data);
+                    if hash.as_bytes()[..] == c.hash[..] {
+                        m.peer_bytes.inc_by(c.data.len() as u64);
+                        return Some(c.data);
+                    }
+                    m.peer_corrupt.inc();
+                    tracing::warn!(peer = %name, path = %file.object.path, idx, "chunk from peer failed blake3 verification; asking the next node");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    m.peer_errors.inc();
+                    tracing::warn!(peer = %name, error = %e, "peer could not serve chunk; asking the next node");
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,172 @@
+//! Several real cache-node processes in a QUIC mesh with mutual TLS.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use shoal_tests::{bin, cluster, pattern, wait_for, CountingProxy, Fixture, Node, NodeOpts};
+
+const MIB: usize = 1 << 20;
+
+fn wait_dataset(node: &Node, name: &str) {
+    wait_for("the dataset to replicate", Duration::from_secs(30), || {
+        node.ctl(&["get", name]).status.success()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", node.logs()));
+}
+
+#[test]
+fn three_nodes_fetch_each_chunk_from_the_origin_once() {
+    let big = pattern(21, 24 * MIB + 77);
+    let fx = Fixture::new(
+        "MD5",
+        &[("weights.bin".into(), big.clone())],
+        NodeOpts::default(),
+    );
+    let proxy = CountingProxy::start(&fx.s3.endpoint).unwrap();
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts::default()).unwrap();
+    // Any node answers dataset-ctl: create on node-1, the others learn it.
+    nodes[1].create_ok("ds", "s3://bucket", &proxy.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    let listed: serde_json::Value =
+        serde_json::from_slice(&nodes[2].ctl_ok(&["nodes", "-o", "json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3);
+    let before = proxy.ranged_gets();
+    // All three read the same file at once.
+    let readers: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            Command::new(bin("dataset-ctl"))
+                .args(["--endpoint", &n.listen, "cat", "ds", "weights.bin"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in readers {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(out.stdout == big, "bytes differ from the origin");
+    }
+    let chunks = big.len().div_ceil(MIB) as u64;
+    assert_eq!(
+        proxy.ranged_gets() - before,
+        chunks,
+        "each chunk fetched from the origin exactly once"
+    );
+    let peer_bytes: f64 = nodes
+        .iter()
+        .map(|n| n.metric("shoal_peer_bytes_total"))
+        .sum();
+    assert!(
+        peer_bytes >= (2 * big.len()) as f64 * 0.9,
+        "the other copies came from peers: {peer_bytes}"
+    );
+}
+
+#[test]
+fn a_corrupt_peer_is_detected_and_routed_around() {
+    let big = pattern(22, 16 * MIB);
+    let fx = Fixture::new("MD5", &[("f.bin".into(), big.clone())], NodeOpts::default());
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 2, |i| {
+        let mut o = NodeOpts::default();
+        if i == 1 {
+            o.env.push(("SHOAL_TEST_CORRUPT_PEER".into(), "1".into()));
+        }
+        o
+    })
+    .unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    wait_dataset(&nodes[1], "ds");
+    assert!(
+        nodes[0].ctl_ok(&["cat", "ds", "f.bin"]) == big,
+        "the reader still gets the origin's bytes"
+    );
+    assert!(
+        nodes[0].metric("shoal_peer_corrupt_chunks_total") > 0.0,
+        "corruption was detected"
+    );
+    assert!(nodes[0].logs().contains("failed blake3 verification"));
+}
+
+#[test]
+fn killing_the_owner_during_a_cold_read_still_completes() {
+    let big = pattern(23, 48 * MIB);
+    let fx = Fixture::new("MD5", &[("f.bin".into(), big.clone())], NodeOpts::default());
+    let mut nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts::default()).unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    let reader = Command::new(bin("dataset-ctl"))
+        .args(["--endpoint", &nodes[0].listen, "cat", "ds", "f.bin"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("peer transfers to start", Duration::from_secs(30), || {
+        nodes[0].metric("shoal_peer_bytes_total") > 0.0
+    })
+    .unwrap();
+    nodes[1].kill9();
+    let out = reader.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stdout == big,
+        "read after the owner died differs from the origin"
+    );
+    wait_for(
+        "the dead node to be noticed",
+        Duration::from_secs(15),
+        || nodes[0].ready_members() == 2,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_peer_without_a_cluster_certificate_is_refused() {
+    let fx = Fixture::new("MD5", &[("f".into(), b"x".to_vec())], NodeOpts::default());
+    let dir = fx.tmp.path().join("cluster");
+    let nodes = cluster(&dir, 2, |_| NodeOpts::default()).unwrap();
+    // A node with a certificate from another CA, seeded with node-0.
+    let rogue_ca = dir.join("rogue-ca");
+    let rogue_tls = dir.join("rogue-tls");
+    shoal_tests::ca(&["init".as_ref(), "--out".as_ref(), rogue_ca.as_os_str()]);
+    shoal_tests::ca(&[
+        "issue".as_ref(),
+        "--ca".as_ref(),
+        rogue_ca.as_os_str(),
+        "--name".as_ref(),
+        "rogue".as_ref(),
+        "--out".as_ref(),
+        rogue_tls.as_os_str(),
+    ]);
+    let rogue = Node::start(
+        &dir.join("rogue"),
+        NodeOpts {
+            name: Some("rogue".into()),
+            mesh: Some(shoal_tests::MeshOpts {
+                tls_dir: rogue_tls,
+                seeds: vec![nodes[0].peer.clone()],
+            }),
+            ..NodeOpts::default()
+        },
+    )
+    .unwrap();
+    wait_for(
+        "the handshake to be refused",
+        Duration::from_secs(20),
+        || nodes[0].logs().contains("refused peer connection"),
+    )
+    .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&nodes[0].ctl_ok(&["nodes", "-o", "json"])).unwrap();
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, vec!["node-0", "node-1"]);
+    assert_eq!(rogue.ready_members(), 1, "the rogue node sees only itself");
+}
