@@ -63,6 +63,9 @@ struct Args {
     /// Node name.
     #[arg(long)]
     name: Option<String>,
+    /// Node label KEY=VALUE (zone, rack, GPU model...); repeatable.
+    #[arg(long = "label", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"], env = "SHOAL_LOG_FORMAT")]
     log_format: String,
@@ -94,6 +97,13 @@ enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -183,6 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.name.is_some() {
         cfg.name = args.name;
     }
+    cfg.labels.extend(args.labels);
     if args.peer_listen.is_some() {
         cfg.mesh.listen = args.peer_listen;
     }
