@@ -11,6 +11,7 @@ command -v clang >/dev/null || need_apt+=(clang)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 command -v fusermount3 >/dev/null || need_apt+=(fuse3)
 command -v fio >/dev/null || need_apt+=(fio)
+command -v nft >/dev/null || need_apt+=(nftables)
 command -v curl >/dev/null || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

@@ -170,3 +170,67 @@ fn a_peer_without_a_cluster_certificate_is_refused() {
     assert_eq!(names, vec!["node-0", "node-1"]);
     assert_eq!(rogue.ready_members(), 1, "the rogue node sees only itself");
 }
+
+/// Drops UDP traffic to one port with nftables for as long as it lives.
+struct Partition {
+    table: String,
+}
+
+impl Partition {
+    fn cut(port: u16) -> Self {
+        let table = format!("shoal_test_{port}");
+        let rules = format!(
+            "table inet {table} {{\n chain input {{\n  type filter hook input priority -10; policy accept;\n  udp dport {port} drop\n }}\n}}\n"
+        );
+        let out = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                c.wait_with_output()
+            });
+        assert!(
+            out.is_ok_and(|o| o.status.success()),
+            "nft is needed for the partition test"
+        );
+        Self { table }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+#[test]
+fn a_partition_heals_and_views_converge() {
+    let fx = Fixture::new(
+        "MD5",
+        &[("f.bin".into(), pattern(24, 3 * MIB))],
+        NodeOpts::default(),
+    );
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts::default()).unwrap();
+    let port: u16 = nodes[2].peer.rsplit(':').next().unwrap().parse().unwrap();
+    let cut = Partition::cut(port);
+    wait_for("node-2 to be seen dead", Duration::from_secs(20), || {
+        nodes[0].ready_members() == 2
+    })
+    .unwrap();
+    // Changes made while node-2 is cut off...
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    wait_dataset(&nodes[1], "ds");
+    assert!(!nodes[2].ctl(&["get", "ds"]).status.success());
+    drop(cut);
+    // ...reach it after the partition heals, with no operator action.
+    wait_for("the cluster to heal", Duration::from_secs(20), || {
+        nodes.iter().all(|n| n.ready_members() == 3)
+    })
+    .unwrap();
+    wait_dataset(&nodes[2], "ds");
+    assert!(nodes[2].ctl_ok(&["cat", "ds", "f.bin"]) == pattern(24, 3 * MIB));
+}
