@@ -33,6 +33,10 @@ struct Args {
     /// Directory with ca.pem, node.pem and node.key.
     #[arg(long, help_heading = "Mesh")]
     tls_dir: Option<PathBuf>,
+    /// Join the mesh (membership, catalog) but never fetch chunks from peers
+    /// (every node reads the origin itself; for comparisons).
+    #[arg(long, help_heading = "Mesh")]
+    no_peer_fetch: bool,
     /// TOML configuration file; flags override it.
     #[arg(long, env = "SHOAL_CONFIG")]
     config: Option<PathBuf>,
@@ -221,7 +225,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mesh = match resolved.mesh.clone() {
         Some(m) => {
             let mesh = Mesh::start(m, &node, cancel.child_token()).context("starting the mesh")?;
-            node.set_mesh(mesh.clone());
+            node.set_mesh(mesh.clone(), !args.no_peer_fetch);
             Some(mesh)
         }
         None => None,

@@ -169,10 +169,12 @@ impl Node {
         }))
     }
 
-    /// Joins the mesh: node listings show every member, and misses ask
-    /// peers before the origin.
-    pub fn set_mesh(&self, mesh: Arc<Mesh>) {
-        self.store.set_peers(mesh.clone());
+    /// Joins the mesh: node listings show every member, and (when
+    /// `peer_fetch`) misses ask peers before the origin.
+    pub fn set_mesh(&self, mesh: Arc<Mesh>, peer_fetch: bool) {
+        if peer_fetch {
+            self.store.set_peers(mesh.clone());
+        }
         let _ = self.mesh.set(mesh);
     }
 
