@@ -64,6 +64,9 @@ struct Args {
     /// Read API Unix socket path.
     #[arg(long, help_heading = "Network")]
     socket: Option<PathBuf>,
+    /// File (mode 0600) with a token every TCP API request must carry.
+    #[arg(long, env = "SHOAL_API_TOKEN_FILE", help_heading = "Network")]
+    api_token_file: Option<PathBuf>,
     /// Node name.
     #[arg(long)]
     name: Option<String>,
@@ -101,6 +104,27 @@ enum CaCommand {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// Reads an API token file, refusing one other users can read.
+fn read_token(path: &std::path::Path) -> anyhow::Result<Arc<str>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("API token file {}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        anyhow::bail!(
+            "API token file {} must not be readable by group or others (chmod 600)",
+            path.display()
+        );
+    }
+    let token = std::fs::read_to_string(path)?.trim().to_string();
+    if token.len() < 16 {
+        anyhow::bail!(
+            "API token in {} is shorter than 16 characters",
+            path.display()
+        );
+    }
+    Ok(token.into())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -211,6 +235,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         cfg.mesh.tls_dir = args.tls_dir;
     }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
+    let token = match &args.api_token_file {
+        Some(p) => Some(read_token(p)?),
+        None => None,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let node = Node::open(resolved.node.clone(), metrics).context("opening node state")?;
@@ -238,7 +266,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     {
         let (n, c) = (node.clone(), cancel.clone());
-        tasks.spawn(async move { api::serve_tcp(n, listener, c).await.context("control API") });
+        tasks.spawn(async move {
+            api::serve_tcp(n, listener, token, c)
+                .await
+                .context("control API")
+        });
     }
     {
         let (n, c, r) = (node.clone(), cancel.clone(), ready.clone());

@@ -25,6 +25,9 @@ struct Cli {
         default_value = "127.0.0.1:7070"
     )]
     endpoint: String,
+    /// File holding the node's API token (needed over TCP when the node has one).
+    #[arg(long, global = true, env = "SHOAL_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,8 +130,26 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The API token for every connection of this run.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+async fn connect(endpoint: &Endpoint) -> Result<Client> {
+    let token = TOKEN.get().and_then(|t| t.as_deref());
+    Ok(Client::connect(endpoint).await?.with_token(token))
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let endpoint = Endpoint::parse(&cli.endpoint)?;
+    let token = match &cli.token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read token file {}", p.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let _ = TOKEN.set(token);
     match cli.command {
         Command::Create {
             name,
@@ -168,7 +189,7 @@ async fn run(cli: Cli) -> Result<()> {
                     .with_context(|| format!("cannot read {filename}"))?
             };
             let specs = spec::parse(&text, &filename)?;
-            let mut client = Client::connect(&endpoint).await?;
+            let mut client = connect(&endpoint).await?;
             for s in specs {
                 let existing = client
                     .call(Req::Get(v1::DatasetRef {
@@ -201,7 +222,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::List { output } => {
-            let mut client = Client::connect(&endpoint).await?;
+            let mut client = connect(&endpoint).await?;
             let Resp::Datasets(list) = client.call(Req::List(v1::ListDatasets {})).await? else {
                 bail!("unexpected response");
             };
@@ -247,7 +268,7 @@ async fn run(cli: Cli) -> Result<()> {
             print_dataset(&d, output);
         }
         Command::Delete { name } => {
-            let mut client = Client::connect(&endpoint).await?;
+            let mut client = connect(&endpoint).await?;
             client
                 .call(Req::Delete(v1::DatasetRef { name: name.clone() }))
                 .await?;
@@ -264,7 +285,7 @@ async fn run(cli: Cli) -> Result<()> {
             version,
             output,
         } => {
-            let mut client = Client::connect(&endpoint).await?;
+            let mut client = connect(&endpoint).await?;
             let Resp::Dir(dir) = client
                 .call(Req::ListDir(v1::PathRef {
                     dataset: name,
@@ -292,7 +313,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Nodes { output } => {
-            let mut client = Client::connect(&endpoint).await?;
+            let mut client = connect(&endpoint).await?;
             let Resp::Nodes(nodes) = client.call(Req::Nodes(v1::ListNodes {})).await? else {
                 bail!("unexpected response");
             };
@@ -346,7 +367,7 @@ async fn create(endpoint: &Endpoint, spec: v1::DatasetSpec) -> Result<v1::Datase
 }
 
 async fn dataset(endpoint: &Endpoint, req: Req) -> Result<v1::DatasetStatus> {
-    let mut client = Client::connect(endpoint).await?;
+    let mut client = connect(endpoint).await?;
     match client.call(req).await? {
         Resp::Dataset(d) => Ok(d),
         _ => bail!("unexpected response"),
@@ -360,7 +381,7 @@ const CAT_WINDOW: u64 = 16 << 20;
 const CAT_DEPTH: usize = 4;
 
 async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> Result<()> {
-    let mut client = Client::connect(endpoint).await?;
+    let mut client = connect(endpoint).await?;
     let Resp::Entry(entry) = client
         .call(Req::Stat(v1::PathRef {
             dataset: name.clone(),
@@ -399,7 +420,7 @@ async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> R
         while inflight.len() < CAT_DEPTH && offset < size {
             let c = match pool.pop() {
                 Some(c) => c,
-                None => Client::connect(endpoint).await?,
+                None => connect(endpoint).await?,
             };
             let file = v1::PathRef {
                 dataset: name.clone(),

@@ -84,6 +84,7 @@ enum Stream {
 pub struct Client {
     stream: Stream,
     endpoint: Endpoint,
+    token: String,
 }
 
 impl Client {
@@ -103,13 +104,22 @@ impl Client {
         Ok(Self {
             stream,
             endpoint: endpoint.clone(),
+            token: String::new(),
         })
+    }
+
+    /// Sends `token` with every request (nodes with an API token require it
+    /// on TCP connections).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.unwrap_or_default().to_string();
+        self
     }
 
     /// Sends one request and returns its answer; error responses become
     /// [`ClientError::Remote`].
     pub async fn call(&mut self, kind: Req) -> Result<Resp, ClientError> {
-        let req = v1::Request::new(kind);
+        let mut req = v1::Request::new(kind);
+        req.auth_token.clone_from(&self.token);
         let lost = |source| ClientError::Lost {
             endpoint: self.endpoint.clone(),
             source,

@@ -62,6 +62,7 @@ impl v1::Request {
     pub fn new(kind: v1::request::Kind) -> Self {
         Self {
             protocol_version: PROTOCOL_VERSION,
+            auth_token: String::new(),
             kind: Some(kind),
         }
     }

@@ -177,3 +177,50 @@ fn bad_node_config_exits_non_zero_with_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
 }
+
+#[test]
+fn the_tcp_api_requires_the_token_when_one_is_configured() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "s3cr3t-t0ken-0123456789\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut opts = NodeOpts::default();
+    opts.env.push((
+        "SHOAL_API_TOKEN_FILE".into(),
+        token.to_string_lossy().into_owned(),
+    ));
+    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    assert_fails(&node.ctl(&["list"]), "requires an API token");
+    let with = node.ctl(&["--token-file", token.to_str().unwrap(), "list"]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let wrong = tmp.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token-at-all-0000").unwrap();
+    assert_fails(
+        &node.ctl(&["--token-file", wrong.to_str().unwrap(), "list"]),
+        "requires an API token",
+    );
+    // Local readers on the Unix socket are trusted by its file permissions.
+    let local = std::process::Command::new(shoal_tests::bin("dataset-ctl"))
+        .arg("--endpoint")
+        .arg(format!("unix://{}", node.socket().display()))
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(local.status.success());
+    // A token file others can read is refused at start.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new(shoal_tests::bin("cache-node"))
+        .arg("--api-token-file")
+        .arg(&token)
+        .arg("--data-dir")
+        .arg(tmp.path().join("other"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+}

@@ -20,8 +20,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
 
-async fn serve_conn<S>(node: Arc<Node>, mut stream: S, cancel: CancellationToken)
-where
+/// Constant-time comparison, so a token cannot be guessed byte by byte.
+fn token_matches(given: &str, want: &str) -> bool {
+    given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn serve_conn<S>(
+    node: Arc<Node>,
+    mut stream: S,
+    token: Option<Arc<str>>,
+    cancel: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut session = node.session();
@@ -40,7 +54,13 @@ where
                 return;
             }
         };
-        let resp = node.handle(req, &mut session).await;
+        let resp = match &token {
+            Some(t) if !token_matches(&req.auth_token, t) => v1::Response::error(
+                v1::ErrorCode::Unauthenticated,
+                "this node requires an API token on TCP connections (dataset-ctl --token-file or SHOAL_TOKEN_FILE)",
+            ),
+            _ => node.handle(req, &mut session).await,
+        };
         if let Err(e) = write_frame(&mut stream, &resp).await {
             tracing::debug!(error = %e, "client went away");
             return;
@@ -53,6 +73,7 @@ where
 async fn serve_accepted<S, F, Fut>(
     node: Arc<Node>,
     mut accept: F,
+    token: Option<Arc<str>>,
     cancel: CancellationToken,
 ) -> std::io::Result<()>
 where
@@ -66,7 +87,7 @@ where
             _ = cancel.cancelled() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = accept() => {
-                conns.spawn(serve_conn(node.clone(), accepted?, cancel.clone()));
+                conns.spawn(serve_conn(node.clone(), accepted?, token.clone(), cancel.clone()));
             }
         }
     }
@@ -87,15 +108,24 @@ pub async fn serve_unix(
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(path)?;
-    let result = serve_accepted(node, || async { Ok(listener.accept().await?.0) }, cancel).await;
+    // Local readers are trusted by the socket's file permissions.
+    let result = serve_accepted(
+        node,
+        || async { Ok(listener.accept().await?.0) },
+        None,
+        cancel,
+    )
+    .await;
     let _ = std::fs::remove_file(path);
     result
 }
 
-/// Serves the API on TCP until cancelled.
+/// Serves the API on TCP until cancelled; with `token`, every request must
+/// carry it.
 pub async fn serve_tcp(
     node: Arc<Node>,
     listener: TcpListener,
+    token: Option<Arc<str>>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let accept = || async {
@@ -103,5 +133,5 @@ pub async fn serve_tcp(
         let _ = stream.set_nodelay(true);
         Ok(stream)
     };
-    serve_accepted(node, accept, cancel).await
+    serve_accepted(node, accept, token, cancel).await
 }
