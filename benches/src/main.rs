@@ -17,8 +17,9 @@
 //!    the page cache is dropped (`sync` + `drop_caches`) before the
 //!    device-cold reads; every figure is labelled with where its bytes were.
 //!    Each repetition measures shoal and its baseline back to back on a fresh
-//!    store, and the median of the repetitions is reported, because page
-//!    cache and VM memory effects make single I/O runs noisy.
+//!    store, each write primed the same way (see [`prime_page_cache`]), and
+//!    the median of the repetitions is reported, because page cache and VM
+//!    memory effects make single I/O runs noisy.
 //! 2. **blake3**, as the store hashes: `blake3::hash` per 4 MiB chunk on one
 //!    thread, against one `blake3::Hasher` updated over the whole buffer
 //!    (what single-threaded `b3sum` does), and `b3sum --num-threads 1` when
@@ -63,7 +64,7 @@ const S3_PART: u64 = 8 * MIB;
 /// Concurrent ranged GETs of the parallel S3 baseline.
 const S3_PARALLEL: usize = 8;
 /// Repetitions of the store and hashing measurements (the median is reported).
-const REPEATS: usize = 3;
+const REPEATS: usize = 5;
 const BUCKET: &str = "bench";
 const OBJECT: &str = "big.bin";
 
@@ -240,19 +241,20 @@ fn sync() -> Result<()> {
     Ok(())
 }
 
-/// Writes and deletes a scratch file of `data` in `dir`, just before a
-/// timed write there. On VMs that hand free guest memory back to the host
-/// about two seconds after it is freed (balloon free-page reporting, as on
-/// the Firecracker hosts this was written on), a write into page-cache
-/// pages that were freed longer ago runs 5-10x slower (a host page fault per
-/// page). Writing and deleting the same amount first leaves freshly freed,
-/// host-backed pages for the timed write, so shoal and its baseline start
-/// from the same state and the figure is about the code, not the timing.
+/// Writes and deletes a scratch file of `data` in `dir`, then touches and
+/// frees as much anonymous memory, just before a timed write there. On VMs
+/// that hand free guest memory back to the host a few seconds after it is
+/// freed (balloon free-page reporting, as on the Firecracker host this was
+/// written on), writing into pages freed longer ago costs a host page fault
+/// per page: there, page-cache writes ran at 0.4-0.8 GB/s after a 3 s pause
+/// against 5 GB/s without one. Priming leaves recently freed, host-backed
+/// pages for the timed write, so shoal and its baseline start from the same
+/// state and the figure is about the code rather than the timing.
 fn prime_page_cache(dir: &Path, data: &[u8]) -> Result<()> {
     let path = dir.join("prime.tmp");
     std::fs::write(&path, data)?;
     std::fs::remove_file(&path)?;
-    let mut anon = vec![0u8; 3 * data.len()];
+    let mut anon = vec![0u8; data.len()];
     for page in anon.chunks_mut(4096) {
         page[0] = 1;
     }
@@ -307,9 +309,6 @@ async fn store_read(store: &ChunkStore, file: &FileRef, expect: &[u8]) -> Result
         let t = Instant::now();
         let got = store.read(file, off as u64, REQUEST).await?;
         busy += t.elapsed();
-        if std::env::var_os("DBG").is_some() {
-            eprint!("{} ", t.elapsed().as_millis());
-        }
         ensure!(!got.is_empty(), "store read returned nothing at {off}");
         ensure!(
             got[..] == expect[off..off + got.len()],
@@ -405,30 +404,7 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
         runs.raw_write.push(raw_write(&raw_path, data)?);
         sync()?;
         prime_page_cache(&rep_dir, data)?;
-        let vm0 = std::fs::read_to_string("/proc/vmstat").unwrap();
-        let c0 = std::time::Instant::now();
         runs.ingest.push(store_read(&store, &file, data).await?);
-        let _ = c0;
-        if std::env::var_os("DBG").is_some() {
-            let vm1 = std::fs::read_to_string("/proc/vmstat").unwrap();
-            let mut diffs = Vec::new();
-            for (a, b) in vm0.lines().zip(vm1.lines()) {
-                let (k, x) = a.split_once(' ').unwrap();
-                let y: i64 = b.split_once(' ').unwrap().1.parse().unwrap();
-                let x: i64 = x.parse().unwrap();
-                if y - x != 0 {
-                    diffs.push(format!("{k}={}", y - x));
-                }
-            }
-            eprintln!("VM {}", diffs.join(" "));
-        }
-        if std::env::var_os("DBG").is_some() {
-            eprintln!(
-                " <- ingest {} {:.0}",
-                tier.name(),
-                runs.ingest.last().unwrap() / 1e6
-            );
-        }
         ensure!(
             metrics.misses.get() == chunks && metrics.origin_bytes.get() == size,
             "ingest fetched {} chunks / {} bytes from the origin, expected {chunks} / {size}",

@@ -285,14 +285,19 @@ impl ChunkStore {
             let Some(d) = d else { continue };
             for entry in std::fs::read_dir(d)? {
                 let entry = entry?;
-                let name = entry.file_name();
-                let keep = hex::decode(name.to_string_lossy().as_bytes())
-                    .ok()
-                    .and_then(|b| FileVersionId::from_slice(&b))
-                    .is_some_and(|fv| state.fv_usage(&fv).chunks[i] > 0);
-                if !keep {
-                    std::fs::remove_file(entry.path())?;
-                    orphans += 1;
+                // Only our own backing files (regular files named by a file
+                // version id) are ever removed; anything else in a shared
+                // directory is left alone.
+                let ours = entry.file_type()?.is_file().then(|| {
+                    hex::decode(entry.file_name().to_string_lossy().as_bytes())
+                        .ok()
+                        .and_then(|b| FileVersionId::from_slice(&b))
+                });
+                if let Some(Some(fv)) = ours {
+                    if state.fv_usage(&fv).chunks[i] == 0 {
+                        std::fs::remove_file(entry.path())?;
+                        orphans += 1;
+                    }
                 }
             }
         }
