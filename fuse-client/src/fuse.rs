@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fuser::consts::{FOPEN_KEEP_CACHE, FUSE_PASSTHROUGH};
+use fuser::consts::{FOPEN_KEEP_CACHE, FUSE_DO_READDIRPLUS, FUSE_PASSTHROUGH};
 use fuser::{
     BackingId, FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyData, ReplyDirectory,
     ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
@@ -127,6 +127,8 @@ impl ShoalFs {
 impl Filesystem for ShoalFs {
     fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), c_int> {
         let _ = config.set_max_readahead(1 << 20);
+        // One READDIRPLUS instead of READDIR plus a LOOKUP per entry.
+        let _ = config.add_capabilities(FUSE_DO_READDIRPLUS);
         let passthrough = config.add_capabilities(FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.store(passthrough, Ordering::SeqCst);

@@ -1,7 +1,7 @@
 //! Sequential-read detection for prefetch, without I/O.
 //!
-//! Each open file keeps a window that doubles while reads stay sequential
-//! and collapses to the minimum on a seek. What it asks for is *warmed in
+//! Each open file keeps a window that doubles while reads stay sequential;
+//! a seek stops prefetch until the reader proves sequential again. What it asks for is *warmed in
 //! the cache node's tiers* (which have byte quotas), not buffered in this
 //! process, so many files read at once cost this process nothing; the
 //! number of prefetch bytes in flight per mount is bounded separately by
@@ -29,9 +29,12 @@ impl Sequential {
         if self.window > 0 && offset == self.next {
             self.window = (self.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
         } else {
-            // A seek (or the first read): start small from here.
-            self.window = MIN_WINDOW;
+            // A seek (or the first read): no prefetch until reads prove to
+            // be sequential, so random readers do not pull whole chunks.
+            self.window = MIN_WINDOW / 2;
             self.prefetched_to = end;
+            self.next = end;
+            return None;
         }
         self.next = end;
         let target = end.saturating_add(self.window).min(size);
@@ -59,29 +62,36 @@ mod tests {
     fn window_grows_while_sequential_and_resets_on_seek() {
         let size = 1 << 30;
         let mut s = Sequential::default();
-        let r = s.on_read(0, 1 << 20, size).unwrap();
-        assert_eq!(r, (1 << 20)..((1 << 20) + MIN_WINDOW));
+        assert_eq!(
+            s.on_read(0, 1 << 20, size),
+            None,
+            "no prefetch before a second sequential read"
+        );
+        let r = s.on_read(1 << 20, 2 << 20, size).unwrap();
+        assert_eq!(r, (2 << 20)..((2 << 20) + MIN_WINDOW));
         let mut last = s.window();
-        for i in 1..10u64 {
+        for i in 2..10u64 {
             s.on_read(i << 20, (i + 1) << 20, size);
             assert!(s.window() >= last);
             last = s.window();
         }
         assert_eq!(s.window(), MAX_WINDOW);
-        // Seek far away: back to the minimum window, prefetch from there.
-        let r = s.on_read(500 << 20, 501 << 20, size).unwrap();
+        // Seek far away: nothing until the reader continues sequentially.
+        assert_eq!(s.on_read(500 << 20, 501 << 20, size), None);
+        let r = s.on_read(501 << 20, 502 << 20, size).unwrap();
         assert_eq!(s.window(), MIN_WINDOW);
-        assert_eq!(r.start, 501 << 20);
+        assert_eq!(r.start, 502 << 20);
     }
 
     #[test]
     fn never_past_the_end_and_never_twice() {
         let mut s = Sequential::default();
-        let size = 6 << 20;
-        let r = s.on_read(0, 1 << 20, size).unwrap();
-        assert_eq!(r.end, 5 << 20);
+        let size = 7 << 20;
+        assert_eq!(s.on_read(0, 1 << 20, size), None);
         let r = s.on_read(1 << 20, 2 << 20, size).unwrap();
-        assert_eq!(r, (5 << 20)..size);
-        assert_eq!(s.on_read(2 << 20, 3 << 20, size), None);
+        assert_eq!(r.end, 6 << 20);
+        let r = s.on_read(2 << 20, 3 << 20, size).unwrap();
+        assert_eq!(r, (6 << 20)..size);
+        assert_eq!(s.on_read(3 << 20, 4 << 20, size), None);
     }
 }
