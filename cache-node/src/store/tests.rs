@@ -254,7 +254,10 @@ fn recovery_punches_unfinished_writes_and_drops_missing_files() {
         std::fs::create_dir_all(mem.join("some-dir")).unwrap();
         let (store, _) = fx.open(1 << 20, 1 << 20);
         drop(store);
-        assert_eq!(std::fs::read(mem.join("not-a-backing-file")).unwrap(), b"keep me");
+        assert_eq!(
+            std::fs::read(mem.join("not-a-backing-file")).unwrap(),
+            b"keep me"
+        );
         assert!(mem.join("some-dir").is_dir());
         // A memory tier wiped by a reboot: records whose files are gone are dropped.
         std::fs::remove_dir_all(fx.root.parent().unwrap().join("mem")).unwrap();
