@@ -272,7 +272,13 @@ impl Node {
         file.locator = None;
         let start = u64::from(f.index) * file.chunk_size;
         let data = self.store.read(&file, start, file.chunk_size).await?;
-        Ok((data.clone(), *blake3::hash(&data).as_bytes()))
+        // The hash recorded when the chunk was verified; only bytes that were
+        // served without being cached (no room) need hashing here.
+        let hash = match self.store.chunk_hash(file.fv, f.index)? {
+            Some(h) => h,
+            None => *blake3::hash(&data).as_bytes(),
+        };
+        Ok((data, hash))
     }
 
     /// State for one client connection.
@@ -391,11 +397,11 @@ impl Node {
             }
             Req::Open(p) => {
                 let (file, version) = self.file_ref(Some(&p)).await?;
-                let handle = session.open(file.fv);
-                let (rec, _) = self.version(&p)?;
+                // Stat first: a failed open must not leave a hold behind.
                 let entry = self
                     .catalog()
-                    .stat(&rec.spec.name, version, &file.object.path)?;
+                    .stat(&p.dataset, version, &file.object.path)?;
+                let handle = session.open(file.fv);
                 Resp::Opened(v1::Opened {
                     handle,
                     version,

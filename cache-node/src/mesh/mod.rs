@@ -398,7 +398,7 @@ impl Mesh {
 
 #[async_trait]
 impl PeerSource for Mesh {
-    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<Bytes> {
+    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<(Bytes, [u8; 32])> {
         let locator = file.locator.as_ref()?;
         let node = self.node.upgrade()?;
         let (candidates, me) = {
@@ -447,10 +447,10 @@ impl PeerSource for Mesh {
             });
             match self.request(&addr, req).await {
                 Ok(PResp::Chunk(c)) => {
-                    let hash = blake3::hash(&c.data);
-                    if hash.as_bytes()[..] == c.hash[..] {
+                    let hash = *blake3::hash(&c.data).as_bytes();
+                    if hash[..] == c.hash[..] {
                         m.peer_bytes.inc_by(c.data.len() as u64);
-                        return Some(c.data);
+                        return Some((c.data, hash));
                     }
                     m.peer_corrupt.inc();
                     tracing::warn!(peer = %name, path = %file.object.path, idx, "chunk from peer failed blake3 verification; asking the next node");

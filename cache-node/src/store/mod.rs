@@ -104,9 +104,10 @@ pub struct FileRef {
 /// store does not know about transports.
 #[async_trait::async_trait]
 pub trait PeerSource: Send + Sync {
-    /// The bytes of chunk `idx` of `file`, already verified against the hash
-    /// the serving peer recorded; `None` means "fetch it from the origin".
-    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<Bytes>;
+    /// The bytes of chunk `idx` of `file` and their blake3, already
+    /// verified (the caller does not hash them again); `None` means "fetch
+    /// it from the origin".
+    async fn fetch(&self, file: &FileRef, idx: u32) -> Option<(Bytes, [u8; 32])>;
 }
 
 impl FileRef {
@@ -477,27 +478,32 @@ impl ChunkStore {
             .index
             .get(&keys::chunk_map(&key))?
             .and_then(|v| index::decode_chunk_map(&v));
+        // Every source below yields bytes with their verified hash, so no
+        // chunk is hashed twice on this path.
         let local = match known {
-            Some((hash, _)) => self.read_identical(&hash, &key).await,
+            Some((hash, _)) => self.read_identical(&hash, &key).await.map(|b| (b, hash)),
             None => None,
         };
         let from_peer = match (&local, self.inner.peers.get()) {
             (None, Some(peers)) => peers
                 .fetch(file, idx)
                 .await
-                .filter(|b| b.len() as u64 == range.end - range.start)
-                .filter(|b| known.is_none_or(|(h, _)| blake3::hash(b).as_bytes() == &h)),
+                .filter(|(b, _)| b.len() as u64 == range.end - range.start)
+                .filter(|(_, h)| known.is_none_or(|(k, _)| k == *h)),
             _ => None,
         };
-        let bytes = match (local, from_peer) {
-            (Some(b), _) => {
+        let (bytes, hash) = match (local, from_peer) {
+            (Some(found), _) => {
                 m.dedup_fills.inc();
-                b
+                found
             }
-            (None, Some(b)) => b,
-            (None, None) => self.fetch_origin(file, range.clone()).await?,
+            (None, Some(found)) => found,
+            (None, None) => {
+                let b = self.fetch_origin(file, range.clone()).await?;
+                let h = *blake3::hash(&b).as_bytes();
+                (b, h)
+            }
         };
-        let hash = *blake3::hash(&bytes).as_bytes();
         match known {
             Some((want, _)) if want != hash => {
                 return Err(OriginError::Changed {
@@ -835,6 +841,17 @@ impl ChunkStore {
             tier,
             complete,
         })
+    }
+
+    /// The blake3 recorded for a chunk when it was first fetched, if any.
+    pub fn chunk_hash(&self, fv: FileVersionId, idx: u32) -> Result<Option<[u8; 32]>, StoreError> {
+        let key = ChunkKey { fv, idx };
+        Ok(self
+            .inner
+            .index
+            .get(&keys::chunk_map(&key))?
+            .and_then(|v| index::decode_chunk_map(&v))
+            .map(|(h, _)| h))
     }
 
     /// Pins a file version's chunks against eviction (an open handle).
