@@ -2,7 +2,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -166,14 +165,6 @@ fn errno_per_situation_matches_semantics_md() {
     );
     let mut dir_read = std::fs::File::open(mnt.join("models")).unwrap();
     assert_eq!(errno_of(dir_read.read(&mut [0u8; 8])), libc::EISDIR);
-    let out = Command::new("getfattr")
-        .arg("-n")
-        .arg("user.x")
-        .arg(&file)
-        .output();
-    if let Ok(out) = out {
-        assert!(!out.status.success());
-    }
     let c = std::ffi::CString::new(file.to_string_lossy().as_bytes()).unwrap();
     let name = std::ffi::CString::new("user.x").unwrap();
     // SAFETY: valid C strings and a null buffer of size 0 (size query).
@@ -358,7 +349,6 @@ fn random_reads_through_the_mount_match_the_origin() {
             Ok(())
         })
         .unwrap();
-    assert!(Path::new(&mnt).exists());
 }
 
 fn read_full(f: &std::fs::File, buf: &mut [u8], off: u64) -> usize {
