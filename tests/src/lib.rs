@@ -213,8 +213,20 @@ impl Node {
             proc: None,
             starts: 0,
         };
-        n.restart()?;
-        Ok(n)
+        // A port picked free can be taken by another test before the node
+        // binds it: pick new ports and try again in that case only.
+        for _ in 0..4 {
+            match n.restart() {
+                Err(e) if n.logs().contains("Address already in use") => {
+                    eprintln!("cache-node lost a port race, retrying: {e:#}");
+                    n.listen = format!("127.0.0.1:{}", free_port());
+                    n.admin = format!("127.0.0.1:{}", free_port());
+                    n.peer = format!("127.0.0.1:{}", free_port());
+                }
+                r => return r.map(|()| n),
+            }
+        }
+        n.restart().map(|()| n)
     }
 
     pub fn memory_dir(&self) -> PathBuf {
@@ -266,10 +278,17 @@ impl Node {
         let proc = Proc::spawn(&mut cmd, self.dir.join(format!("node-{}.log", self.starts)))?;
         self.proc = Some(proc);
         let admin = self.admin.clone();
+        let proc = self.proc.as_mut().expect("just set");
+        let mut exited = false;
         wait_for("cache-node /readyz", Duration::from_secs(30), || {
-            matches!(http_get(&admin, "/readyz"), Ok((200, _)))
+            exited = proc.child.try_wait().ok().flatten().is_some();
+            exited || matches!(http_get(&admin, "/readyz"), Ok((200, _)))
         })
-        .with_context(|| self.logs())
+        .with_context(|| self.logs())?;
+        if exited {
+            bail!("cache-node exited during start:\n{}", self.logs());
+        }
+        Ok(())
     }
 
     pub fn kill9(&mut self) {
