@@ -77,6 +77,8 @@ pub struct MeshSection {
     pub seeds: Vec<String>,
     /// Directory with ca.pem, node.pem, node.key (from `cache-node ca issue`).
     pub tls_dir: Option<PathBuf>,
+    /// A member silent this long (ms) is declared dead (default 3000).
+    pub dead_after_ms: Option<u64>,
 }
 
 /// The configuration file.
@@ -181,6 +183,13 @@ impl Config {
         }
         let listen = self.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let name = self.name.unwrap_or_else(hostname);
+        let dead_after = std::time::Duration::from_millis(self.mesh.dead_after_ms.unwrap_or(3000));
+        if dead_after < std::time::Duration::from_millis(300) {
+            return Err(format!(
+                "mesh dead_after_ms {} is too short: at least 300 ms",
+                dead_after.as_millis()
+            ));
+        }
         let mesh = match (self.mesh.listen, self.mesh.tls_dir) {
             (None, None) if self.mesh.seeds.is_empty() => None,
             (Some(l), Some(tls_dir)) => Some(MeshConfig {
@@ -190,8 +199,9 @@ impl Config {
                 advertise: self.mesh.advertise.unwrap_or(l),
                 seeds: self.mesh.seeds,
                 tls_dir,
-                interval: std::time::Duration::from_millis(500),
-                dead_after: std::time::Duration::from_secs(3),
+                // At least three heartbeat rounds fit in the detector's delay.
+                interval: (dead_after / 3).min(std::time::Duration::from_millis(500)),
+                dead_after,
                 serve_concurrency: 8,
                 corrupt_served_chunks: std::env::var("SHOAL_TEST_CORRUPT_PEER").is_ok_and(|v| v == "1"),
             }),

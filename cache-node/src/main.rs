@@ -33,6 +33,10 @@ struct Args {
     /// Directory with ca.pem, node.pem and node.key.
     #[arg(long, help_heading = "Mesh")]
     tls_dir: Option<PathBuf>,
+    /// Milliseconds without a heartbeat after which a peer is declared dead
+    /// (default 3000); also the most a frozen peer can cost a reader.
+    #[arg(long, help_heading = "Mesh")]
+    peer_dead_after_ms: Option<u64>,
     /// Join the mesh (membership, catalog) but never fetch chunks from peers
     /// (every node reads the origin itself; for comparisons).
     #[arg(long, help_heading = "Mesh")]
@@ -233,6 +237,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.tls_dir.is_some() {
         cfg.mesh.tls_dir = args.tls_dir;
+    }
+    if args.peer_dead_after_ms.is_some() {
+        cfg.mesh.dead_after_ms = args.peer_dead_after_ms;
     }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
     let token = match &args.api_token_file {

@@ -8,7 +8,15 @@
 //! the kernel is told to keep attributes and page cache.
 //!
 //! Node restarts: every request is retried on a fresh connection until
-//! `retry_for` has passed, so a reader sees a delay, not an error. Open
+//! `retry_for` has passed, so a reader sees a delay, not an error.
+//!
+//! A reader must never hang: the kernel waits for our reply in
+//! uninterruptible sleep, so a node that accepts a request and then never
+//! answers (SIGSTOP, a stuck disk, a paused VM) would otherwise leave every
+//! reader unkillable. Every request, connect, lock wait and tier-file read
+//! is therefore bounded by the same `retry_for` deadline; past it the
+//! operation fails with [`FsError::TimedOut`] (EIO) and the connection it
+//! was using is dropped, never reused. Open
 //! files hold a *lease* on the node (their chunks are never evicted while
 //! open, because the kernel or this process may read the tier file
 //! directly); leases live on one control connection, and a watchdog
@@ -42,6 +50,8 @@ pub enum FsError {
     BadHandle,
     #[error("cache node unavailable: {0}")]
     Unavailable(String),
+    #[error("cache node did not answer within {0:?}")]
+    TimedOut(Duration),
     #[error("origin or cache failure: {0}")]
     Remote(String),
     #[error("local i/o on a tier file: {0}")]
@@ -264,35 +274,53 @@ impl Core {
         }
     }
 
-    /// One request on a pooled connection, retried across node restarts.
+    /// One request on a pooled connection, retried across node restarts,
+    /// and bounded as a whole by `retry_for`.
     async fn call(&self, kind: Req) -> Result<Resp, FsError> {
         let deadline = Instant::now() + self.s.retry_for;
         let mut delay = Duration::from_millis(20);
         loop {
-            let pooled = self.pool.lock().expect("pool lock").pop();
-            let client = match pooled {
-                Some(c) => Ok(c),
-                None => Client::connect(&self.s.endpoint).await,
-            };
-            let result = match client {
-                Ok(mut c) => {
-                    let r = c.call(kind.clone()).await;
-                    if !matches!(&r, Err(e) if e.is_connection()) {
-                        self.pool.lock().expect("pool lock").push(c);
-                    }
-                    r
+            let attempt = async {
+                let pooled = self.pool.lock().expect("pool lock").pop();
+                let mut c = match pooled {
+                    Some(c) => c,
+                    None => Client::connect(&self.s.endpoint).await?,
+                };
+                let r = c.call(kind.clone()).await;
+                // A connection is pooled again only after a complete
+                // exchange: one abandoned mid-call (deadline) is dropped.
+                if !matches!(&r, Err(e) if e.is_connection()) {
+                    self.pool.lock().expect("pool lock").push(c);
                 }
-                Err(e) => Err(e),
+                r
             };
-            match result {
+            match self.bounded(deadline, attempt).await? {
                 Err(e) if e.is_connection() && Instant::now() < deadline => {
                     tracing::debug!(error = %e, "cache node unreachable; retrying");
-                    tokio::time::sleep(delay).await;
+                    self.bounded(deadline, tokio::time::sleep(delay)).await?;
                     delay = (delay * 2).min(Duration::from_millis(500));
                 }
                 r => return r.map_err(FsError::from_client),
             }
         }
+    }
+
+    /// Runs `fut` until `deadline`; past it the work is dropped and the
+    /// caller gets [`FsError::TimedOut`].
+    async fn bounded<T>(
+        &self,
+        deadline: Instant,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, FsError> {
+        tokio::time::timeout_at(deadline.into(), fut)
+            .await
+            .map_err(|_| {
+                tracing::warn!(
+                    retry_secs = self.s.retry_for.as_secs(),
+                    "cache node did not answer in time; failing the request with EIO"
+                );
+                FsError::TimedOut(self.s.retry_for)
+            })
     }
 
     fn inode(&self, ino: u64) -> Result<(String, v1::FileEntry), FsError> {
@@ -395,30 +423,34 @@ impl Core {
     }
 
     /// Takes a lease on the control connection, (re)connecting and
-    /// re-establishing every other lease if the connection was lost.
+    /// re-establishing every other lease if the connection was lost. The
+    /// wait for the connection and the exchange share one deadline.
     async fn lease(&self, req: Req) -> Result<Resp, FsError> {
         let deadline = Instant::now() + self.s.retry_for;
-        let mut control = self.control.lock().await;
+        let mut control = self.bounded(deadline, self.control.lock()).await?;
         loop {
-            if control.is_none() {
-                match self.reconnect_control().await {
-                    Ok(c) => *control = Some(c),
-                    Err(e) if e.is_connection() && Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(FsError::from_client(e)),
+            let step = async {
+                if control.is_none() {
+                    *control = Some(self.reconnect_control().await?);
                 }
-            }
-            let c = control.as_mut().expect("connected above");
-            match c.call(req.clone()).await {
-                Err(e) if e.is_connection() => {
+                let c = control.as_mut().expect("connected above");
+                c.call(req.clone()).await
+            };
+            match self.bounded(deadline, step).await {
+                Err(timeout) => {
+                    // Abandoned mid-exchange: the connection's state is unknown.
+                    *control = None;
+                    return Err(timeout);
+                }
+                Ok(Err(e)) if e.is_connection() => {
                     *control = None;
                     if Instant::now() >= deadline {
                         return Err(FsError::from_client(e));
                     }
+                    self.bounded(deadline, tokio::time::sleep(Duration::from_millis(100)))
+                        .await?;
                 }
-                r => return r.map_err(FsError::from_client),
+                Ok(r) => return r.map_err(FsError::from_client),
             }
         }
     }
@@ -493,13 +525,20 @@ impl Core {
         let f = self.files.lock().expect("files lock").remove(&fh);
         let Some(f) = f else { return };
         let id = f.lease.load(Ordering::SeqCst);
-        let mut control = self.control.lock().await;
-        if let Some(c) = control.as_mut() {
-            match c.call(Req::Close(v1::Handle { id })).await {
-                Err(e) if e.is_connection() => *control = None,
-                Err(e) => tracing::debug!(error = %e, "closing lease"),
-                Ok(_) => {}
-            }
+        let deadline = Instant::now() + self.s.retry_for;
+        let Ok(mut control) = self.bounded(deadline, self.control.lock()).await else {
+            return;
+        };
+        let Some(c) = control.as_mut() else { return };
+        match self
+            .bounded(deadline, c.call(Req::Close(v1::Handle { id })))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if !e.is_connection() => tracing::debug!(error = %e, "closing lease"),
+            // Lost or abandoned mid-exchange: drop the connection (and with
+            // it, on the node, every lease it held; a reconnect re-leases).
+            _ => *control = None,
         }
     }
 
@@ -531,7 +570,10 @@ impl Core {
         };
         if let Resp::Backing(b) = self.call(Req::Backing(range.clone())).await? {
             if !b.path.is_empty() {
-                return read_tier_file(&f, &b.path, offset, (end - offset) as usize).await;
+                // A stuck disk must not hang the reader either.
+                let deadline = Instant::now() + self.s.retry_for;
+                let read = read_tier_file(&f, &b.path, offset, (end - offset) as usize);
+                return self.bounded(deadline, read).await?;
             }
         }
         match self.call(Req::Read(range)).await? {
@@ -575,22 +617,27 @@ async fn read_tier_file(
     offset: u64,
     len: usize,
 ) -> Result<Bytes, FsError> {
-    let file = {
-        let mut cached = f.backing.lock().expect("backing lock");
-        match cached.as_ref() {
-            Some((p, file)) if p == path => file.clone(),
-            _ => {
-                let file = Arc::new(std::fs::File::open(path)?);
-                *cached = Some((path.to_string(), file.clone()));
-                file
-            }
-        }
+    let cached = {
+        let cached = f.backing.lock().expect("backing lock");
+        cached
+            .as_ref()
+            .filter(|(p, _)| p == path)
+            .map(|(_, file)| file.clone())
     };
-    tokio::task::spawn_blocking(move || {
+    // Opening and reading both touch the tier's filesystem: off the async
+    // workers, so a slow disk stalls only this read.
+    let path = path.to_string();
+    let (file, data) = tokio::task::spawn_blocking(move || {
+        let file = match cached {
+            Some(file) => file,
+            None => Arc::new(std::fs::File::open(&path)?),
+        };
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, offset)?;
-        Ok(Bytes::from(buf))
+        Ok::<_, std::io::Error>(((path, file), Bytes::from(buf)))
     })
     .await
-    .map_err(|e| FsError::Io(std::io::Error::other(e)))?
+    .map_err(|e| FsError::Io(std::io::Error::other(e)))??;
+    *f.backing.lock().expect("backing lock") = Some(file);
+    Ok(data)
 }

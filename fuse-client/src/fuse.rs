@@ -28,7 +28,7 @@ fn errno(e: &FsError) -> c_int {
         FsError::NotDirectory => ENOTDIR,
         FsError::IsDirectory => EISDIR,
         FsError::BadHandle => EBADF,
-        FsError::Unavailable(_) | FsError::Remote(_) | FsError::Io(_) => EIO,
+        FsError::Unavailable(_) | FsError::TimedOut(_) | FsError::Remote(_) | FsError::Io(_) => EIO,
     }
 }
 

@@ -38,7 +38,8 @@ struct Args {
     /// Written once the mount is ready (contains the mounted version); removed at unmount.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// How long a read waits for an unreachable cache node before failing with EIO.
+    /// How long any request waits for the cache node (unreachable, restarting
+    /// or frozen) before the reader gets EIO. Readers never wait longer.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     retry_secs: Duration,
     /// Prefetch bytes in flight for this mount, e.g. 256MiB.
@@ -127,14 +128,18 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting runtime")?;
+    let connect = core::Core::connect(core::Settings {
+        endpoint,
+        dataset: args.dataset.clone(),
+        version: args.version,
+        retry_for: args.retry_secs,
+        prefetch_budget: args.prefetch_budget,
+    });
+    // A node that accepts the connection but never answers must not hang
+    // the start either.
     let core = rt
-        .block_on(core::Core::connect(core::Settings {
-            endpoint,
-            dataset: args.dataset.clone(),
-            version: args.version,
-            retry_for: args.retry_secs,
-            prefetch_budget: args.prefetch_budget,
-        }))
+        .block_on(async { tokio::time::timeout(args.retry_secs, connect).await })
+        .unwrap_or(Err(core::FsError::TimedOut(args.retry_secs)))
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot mount dataset {:?}", args.dataset))?;
     let version = core.version();

@@ -123,6 +123,43 @@ impl Drop for Proc {
     }
 }
 
+/// A process stopped with SIGSTOP (a frozen host, a stuck disk), resumed
+/// with SIGCONT on drop so a failing test never leaves it stopped.
+pub struct Frozen(u32);
+
+impl Frozen {
+    pub fn new(pid: u32) -> Self {
+        // SAFETY: sending a signal to a process id we own.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(self.0 as i32, libc::SIGCONT);
+        }
+    }
+}
+
+/// Waits for `child` to exit within `limit`; None if it is still running.
+pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// `rclone serve s3` over a directory whose subdirectories are buckets.
 pub struct S3Server {
     pub root: PathBuf,
@@ -172,6 +209,8 @@ pub struct NodeOpts {
     pub env: Vec<(String, String)>,
     pub name: Option<String>,
     pub mesh: Option<MeshOpts>,
+    /// Further cache-node flags.
+    pub args: Vec<String>,
 }
 
 impl Default for NodeOpts {
@@ -185,6 +224,7 @@ impl Default for NodeOpts {
             ],
             name: None,
             mesh: None,
+            args: Vec::new(),
         }
     }
 }
@@ -267,6 +307,7 @@ impl Node {
         if let Some(name) = &self.opts.name {
             cmd.args(["--name", name]);
         }
+        cmd.args(&self.opts.args);
         if let Some(m) = &self.opts.mesh {
             cmd.args(["--peer-listen", &self.peer])
                 .arg("--tls-dir")

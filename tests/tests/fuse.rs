@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use shoal_tests::{pattern, wait_for, Fixture, Mount, NodeOpts};
+use shoal_tests::{pattern, wait_child, wait_for, Fixture, Frozen, Mount, NodeOpts};
 
 fn tree() -> Vec<(String, Vec<u8>)> {
     let mut files = vec![
@@ -245,6 +245,63 @@ fn node_restart_mid_read_is_a_delay_not_an_error() {
     drop(f);
     drop(m);
     drop(fx);
+}
+
+/// A frozen node (SIGSTOP: a stuck disk, a paused VM) accepts connections
+/// and answers nothing. Readers of its mounts must get EIO within
+/// `--retry-secs` — both a read on a file opened before the freeze and a
+/// new open — instead of sleeping uninterruptibly until the node resumes.
+#[test]
+fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
+    use std::io::{BufRead, Write};
+    let (fx, files) = setup();
+    let mnt = fx.tmp.path().join("mnt");
+    let _m = Mount::start(&fx.node, "ds", &mnt, &["--retry-secs", "2"]).unwrap();
+    let (p, b) = &files[0];
+    // Opened (lease taken) while the node is healthy; nothing read yet.
+    let mut reader = Command::new("sh")
+        .args([
+            "-c",
+            r#"exec 3<"$1"; echo opened; read go; exec dd bs=1M status=none of=/dev/null <&3"#,
+            "sh",
+        ])
+        .arg(mnt.join(p))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(reader.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "opened");
+    let frozen = Frozen::new(fx.node.proc.as_ref().unwrap().pid());
+    let t0 = std::time::Instant::now();
+    writeln!(reader.stdin.as_mut().unwrap(), "go").unwrap();
+    // A new open of another uncached file while the node is frozen.
+    let mut opener = Command::new("dd")
+        .arg(format!("if={}", mnt.join(&files[3].0).display()))
+        .args(["of=/dev/null", "bs=1M", "status=none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let limit = Duration::from_secs(20);
+    let read_status = wait_child(&mut reader, limit);
+    let open_status = wait_child(&mut opener, limit);
+    let waited = t0.elapsed();
+    drop(frozen); // SIGCONT, also when an assertion below fails
+    let read_status = read_status.expect("reader still blocked 20 s after the node froze");
+    let open_status = open_status.expect("opener still blocked 20 s after the node froze");
+    assert!(!read_status.success() && !open_status.success());
+    for child in [reader, opener] {
+        let mut err = String::new();
+        child.stderr.unwrap().read_to_string(&mut err).unwrap();
+        assert!(err.contains("Input/output error"), "{err}");
+    }
+    assert!(waited < Duration::from_secs(10), "took {waited:?}");
+    // Once the node resumes, the same mount serves correct bytes again.
+    assert!(std::fs::read(mnt.join(p)).unwrap() == *b);
 }
 
 #[test]

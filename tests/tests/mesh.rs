@@ -123,6 +123,42 @@ fn killing_the_owner_during_a_cold_read_still_completes() {
     .unwrap();
 }
 
+/// A frozen peer (SIGSTOP) keeps its QUIC connections open and answers
+/// nothing: it may cost a reader at most the failure detector's delay,
+/// never a transport timeout per chunk.
+#[test]
+fn a_frozen_peer_costs_a_reader_at_most_the_failure_detector_delay() {
+    let big = pattern(29, 40 * MIB);
+    let fx = Fixture::new("MD5", &[("f.bin".into(), big.clone())], NodeOpts::default());
+    // A 1 s detector; QUIC's own idle timeout (5 s) stays far above it.
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts {
+        args: vec!["--peer-dead-after-ms".into(), "1000".into()],
+        ..NodeOpts::default()
+    })
+    .unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    let frozen = shoal_tests::Frozen::new(nodes[2].proc.as_ref().unwrap().pid());
+    let t0 = std::time::Instant::now();
+    let out = nodes[0].ctl(&["cat", "ds", "f.bin"]);
+    let took = t0.elapsed();
+    drop(frozen);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == big, "bytes differ from the origin");
+    // About a third of the chunks are owned by the frozen node; each may
+    // cost at most the 1 s detector delay, and all of them wait together.
+    assert!(
+        took < Duration::from_millis(3500),
+        "a frozen peer cost the reader {took:?}"
+    );
+}
+
 #[test]
 fn a_peer_without_a_cluster_certificate_is_refused() {
     let fx = Fixture::new("MD5", &[("f".into(), b"x".to_vec())], NodeOpts::default());

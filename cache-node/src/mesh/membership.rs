@@ -107,6 +107,15 @@ impl Membership {
         v
     }
 
+    /// Whether `name` is ourselves or a member currently alive.
+    pub fn is_alive(&self, name: &str, now: Instant) -> bool {
+        name == self.me.name
+            || self
+                .others
+                .get(name)
+                .is_some_and(|e| self.state_of(e, now) == State::Alive)
+    }
+
     /// Every known member with its state, ourselves included.
     pub fn all(&self, now: Instant) -> Vec<(v1::Member, State)> {
         let mut v: Vec<_> = self
@@ -146,6 +155,8 @@ mod tests {
         let later = t0 + Duration::from_secs(4);
         let names: Vec<_> = m.alive(later).into_iter().map(|x| x.name).collect();
         assert_eq!(names, vec!["a", "b"]);
+        assert!(m.is_alive("a", later) && m.is_alive("b", later));
+        assert!(!m.is_alive("c", later) && !m.is_alive("nobody", later));
         let all = m.all(later);
         assert_eq!(
             all.iter().find(|(x, _)| x.name == "c").unwrap().1,

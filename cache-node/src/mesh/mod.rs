@@ -14,6 +14,14 @@
 //!   node in rendezvous order is asked, and only when none can serve does
 //!   the node go to the origin itself.
 //!
+//! A frozen peer (SIGSTOP, a stuck disk) answers nothing yet keeps its
+//! connections open. It may cost a reader at most the failure detector's
+//! delay: a chunk request to a peer is abandoned as soon as membership
+//! declares that peer dead, and the next holder is asked. Gossip rounds
+//! time out within one round so a frozen member cannot stall the
+//! heartbeats that keep the others alive, and connections are set up per
+//! address, so a slow handshake never blocks requests to other peers.
+//!
 //! Every task (accept loop, gossip rounds, connection handlers, catalog
 //! pulls) is owned by the mesh's `JoinSet` and stops with its token.
 
@@ -78,7 +86,9 @@ pub struct Mesh {
     cfg: MeshConfig,
     endpoint: quinn::Endpoint,
     members: Mutex<Membership>,
-    conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    /// One slot per peer address; its async lock is held only while that
+    /// address's connection is being (re)established.
+    conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
     node: Weak<Node>,
     serve_permits: Semaphore,
     tasks: Mutex<JoinSet<()>>,
@@ -127,7 +137,7 @@ impl Mesh {
             serve_permits: Semaphore::new(cfg.serve_concurrency.max(1)),
             endpoint,
             cfg,
-            conns: tokio::sync::Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
             node: Arc::downgrade(node),
             tasks: Mutex::new(JoinSet::new()),
             cancel,
@@ -324,12 +334,15 @@ impl Mesh {
                 addrs
             };
             let msg = self.gossip_message(&node);
+            // A round never waits past the next one: an unresponsive
+            // target must not delay the heartbeats sent to the others.
+            let round = self.cfg.interval.max(Duration::from_millis(200));
             let rounds = targets.into_iter().map(|addr| {
                 let msg = msg.clone();
                 let me = self.clone();
                 let node = node.clone();
                 async move {
-                    match me.request(&addr, PReq::Gossip(msg)).await {
+                    match me.request_within(&addr, PReq::Gossip(msg), round).await {
                         Ok(PResp::Gossip(g)) => me.absorb(&node, g),
                         Ok(_) => {}
                         Err(e) => tracing::debug!(peer = %addr, error = %e, "gossip failed"),
@@ -345,8 +358,15 @@ impl Mesh {
             peer: addr.to_string(),
             detail,
         };
-        let mut conns = self.conns.lock().await;
-        if let Some(c) = conns.get(addr) {
+        let slot = self
+            .conns
+            .lock()
+            .expect("conns lock")
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
             if c.close_reason().is_none() {
                 return Ok(c.clone());
             }
@@ -363,12 +383,22 @@ impl Mesh {
             .await
             .map_err(|_| err("connect timed out".into()))?
             .map_err(|e| err(format!("handshake failed: {e}")))?;
-        conns.insert(addr.to_string(), conn.clone());
+        *slot = Some(conn.clone());
         Ok(conn)
     }
 
     /// One request on a new stream of the (cached) connection to `addr`.
     pub async fn request(&self, addr: &str, kind: PReq) -> Result<PResp, PeerError> {
+        self.request_within(addr, kind, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Mesh::request`] with its own time limit.
+    async fn request_within(
+        &self,
+        addr: &str,
+        kind: PReq,
+        limit: Duration,
+    ) -> Result<PResp, PeerError> {
         let err = |detail: String| PeerError::Request {
             peer: addr.to_string(),
             detail,
@@ -390,9 +420,25 @@ impl Mesh {
                 None => Err(err("empty response".into())),
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(limit, exchange)
             .await
             .map_err(|_| err("request timed out".into()))?
+    }
+
+    /// Resolves once membership no longer counts `name` as alive.
+    async fn until_dead(&self, name: &str) {
+        let step = (self.cfg.interval / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(step).await;
+            let alive = self
+                .members
+                .lock()
+                .expect("members lock")
+                .is_alive(name, Instant::now());
+            if !alive {
+                return;
+            }
+        }
     }
 }
 
@@ -445,7 +491,15 @@ impl PeerSource for Mesh {
                 path: file.object.path.clone(),
                 index: idx,
             });
-            match self.request(&addr, req).await {
+            // A frozen peer costs at most the failure detector's delay.
+            let answer = tokio::select! {
+                r = self.request(&addr, req) => r,
+                () = self.until_dead(&name) => Err(PeerError::Request {
+                    peer: addr.clone(),
+                    detail: "declared dead while serving a chunk".into(),
+                }),
+            };
+            match answer {
                 Ok(PResp::Chunk(c)) => {
                     let hash = *blake3::hash(&c.data).as_bytes();
                     if hash[..] == c.hash[..] {
