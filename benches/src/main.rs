@@ -393,6 +393,7 @@ async fn bench_tier(tier: Tier, data: &[u8], origin_dir: &Path, rows: &mut Vec<R
                     Tier::Disk => TierPolicy::DiskOnly,
                 },
                 pin: false,
+                only: None,
             },
             locator: None,
         };

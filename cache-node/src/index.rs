@@ -79,6 +79,9 @@ pub mod keys {
     pub const RESIDENT: &[u8] = b"r/";
     pub const PENDING: &[u8] = b"p/";
     pub const BY_HASH: &[u8] = b"h/";
+    pub const JOB: &[u8] = b"j/";
+    pub const JOB_PART: &[u8] = b"jp/";
+    pub const PIN: &[u8] = b"pn/";
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -144,6 +147,26 @@ pub mod keys {
 
     pub fn by_hash_prefix(hash: &[u8; 32]) -> Vec<u8> {
         cat(&[BY_HASH, hash])
+    }
+
+    /// A job record (`JobSpec`, prost).
+    pub fn job(id: &str) -> Vec<u8> {
+        cat(&[JOB, id.as_bytes()])
+    }
+
+    /// One node's part of a job (`JobPart`, prost).
+    pub fn job_part(id: &str, node: &str) -> Vec<u8> {
+        cat(&[JOB_PART, id.as_bytes(), b"\0", node.as_bytes()])
+    }
+
+    /// Prefix of every prewarm pin a dataset holds.
+    pub fn pin_prefix(dataset: &str) -> Vec<u8> {
+        cat(&[PIN, dataset.as_bytes(), b"\0"])
+    }
+
+    /// A dataset's prewarm pin of one file version.
+    pub fn pin(dataset: &str, fv: &super::FileVersionId) -> Vec<u8> {
+        cat(&[&pin_prefix(dataset), &fv.0])
     }
 
     /// The chunk key at the end of a `c/`, `r/`, `p/` or `h/` key.

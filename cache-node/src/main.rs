@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shoal_cache_node::config::{Config, Size};
-use shoal_cache_node::mesh::{tls, Mesh};
+use shoal_cache_node::mesh::{tls, Mesh, MeshHost};
 use shoal_cache_node::metrics::Metrics;
 use shoal_cache_node::{api, node::Node};
 use tokio::task::JoinSet;
@@ -259,12 +259,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let mesh = match resolved.mesh.clone() {
         Some(m) => {
-            let mesh = Mesh::start(m, &node, cancel.child_token()).context("starting the mesh")?;
+            let host: std::sync::Weak<dyn MeshHost> = Arc::downgrade(&node) as _;
+            let mesh = Mesh::start(m, host, cancel.child_token()).context("starting the mesh")?;
             node.set_mesh(mesh.clone(), !args.no_peer_fetch);
             Some(mesh)
         }
         None => None,
     };
+    node.start_jobs();
     let ready = Arc::new(AtomicBool::new(false));
     let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
     {
@@ -328,6 +330,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::warn!("{e:#}");
         }
     }
+    node.shutdown_jobs().await;
     if let Some(mesh) = mesh {
         mesh.shutdown().await;
     }

@@ -1,20 +1,35 @@
 //! The node service: one place that turns API requests into catalog,
-//! origin and store operations, and maps every subsystem error to a wire
-//! error code.
+//! origin, store and job operations, and maps every subsystem error to a
+//! wire error code.
+//!
+//! Locality: every manifest version of every dataset is registered with
+//! the store as a locality group when it is created, imported or loaded, so
+//! resident bytes per dataset version and tier are kept current as chunks
+//! arrive, move and leave; `list`, `get`, `locality` and gossip read those
+//! counters instead of scanning manifests.
+//!
+//! The node is the host of the mesh ([`MeshHost`]) and of jobs
+//! ([`JobHost`]): both see it only through those narrow traits.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
 use tokio::sync::Mutex;
 
 use crate::catalog::{self, manifest, Catalog, CatalogError, DatasetRecord, Spec};
 use crate::index::{FileVersionId, Index, IndexError};
-use crate::mesh::Mesh;
+use crate::jobs::model::{self as job_model, Candidate, Liveness, TierRoom};
+use crate::jobs::{JobError, JobHost, Jobs};
+use crate::mesh::{membership::State, Mesh, MeshHost};
 use crate::metrics::Metrics;
 use crate::origin::{self, OriginError, OriginSettings, SharedOrigin};
-use crate::store::{ChunkStore, FileRef, Locator, StoreConfig, StoreError};
+use crate::store::{
+    unix_ms, ChunkStore, FileRef, Locator, StoreConfig, StoreError, TierKind, TierPolicy,
+};
 
 /// Largest range one read request may ask for.
 pub const MAX_READ: u64 = 64 << 20;
@@ -44,6 +59,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Origin(#[from] OriginError),
+    #[error(transparent)]
+    Job(#[from] JobError),
     #[error("{0}")]
     BadRequest(String),
 }
@@ -90,6 +107,12 @@ impl NodeError {
                 StoreError::Shared(_) => C::Internal,
             },
             NodeError::Origin(o) => origin_code(o),
+            NodeError::Job(e) => match e {
+                JobError::NotFound(_) => C::NotFound,
+                JobError::Invalid(_) => C::InvalidArgument,
+                JobError::DoesNotFit(_) => C::FailedPrecondition,
+                JobError::Index(_) => C::Internal,
+            },
             NodeError::BadRequest(_) => C::InvalidArgument,
         }
     }
@@ -142,6 +165,7 @@ pub struct Node {
     /// racing on one name cannot interleave.
     catalog_lock: Mutex<()>,
     mesh: std::sync::OnceLock<Arc<Mesh>>,
+    jobs: Arc<Jobs>,
 }
 
 impl std::fmt::Debug for Node {
@@ -158,7 +182,8 @@ impl Node {
         std::fs::create_dir_all(&cfg.data_dir).map_err(StoreError::from)?;
         let index = Arc::new(Index::open(&cfg.data_dir.join("index"))?);
         let store = ChunkStore::open(index.clone(), &cfg.store, metrics.clone())?;
-        Ok(Arc::new(Self {
+        let jobs = Arc::new(Jobs::open(index.clone(), store.clone(), &cfg.name)?);
+        let node = Arc::new(Self {
             cfg,
             index,
             store,
@@ -166,7 +191,45 @@ impl Node {
             origins: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
             mesh: std::sync::OnceLock::new(),
-        }))
+            jobs,
+        });
+        for rec in node.catalog().list()? {
+            for v in &rec.versions {
+                node.register_version(&rec.spec.name, v.version)?;
+            }
+        }
+        Ok(node)
+    }
+
+    /// Starts the job runner (resuming this node's unfinished parts). Call
+    /// once the mesh, if any, is attached.
+    pub fn start_jobs(self: &Arc<Self>) {
+        let host: std::sync::Weak<dyn JobHost> = Arc::downgrade(self) as _;
+        self.jobs.start(host);
+    }
+
+    /// Stops job parts and the job supervisor.
+    pub async fn shutdown_jobs(&self) {
+        self.jobs.shutdown().await;
+    }
+
+    /// Registers a manifest version as a locality group.
+    fn register_version(&self, name: &str, version: u64) -> Result<(), NodeError> {
+        let mut fvs = Vec::new();
+        self.catalog().for_each_entry(name, version, |e| {
+            if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                fvs.push(fv);
+            }
+        })?;
+        self.store.add_group((name.to_string(), version), fvs);
+        Ok(())
+    }
+
+    /// Resident bytes (memory, disk) of a dataset version on this node.
+    fn resident(&self, name: &str, version: u64) -> [u64; 2] {
+        self.store
+            .group_bytes(&(name.to_string(), version))
+            .unwrap_or_default()
     }
 
     /// Joins the mesh: node listings show every member, and (when
@@ -204,6 +267,8 @@ impl Node {
                 dir: u.dir.to_string_lossy().into_owned(),
                 used_bytes: u.used,
                 quota_bytes: u.quota,
+                pinned_bytes: u.pinned,
+                high_bytes: u.high,
             })
             .collect()
     }
@@ -251,7 +316,11 @@ impl Node {
             .map(|v| (v.version, v.entries))
             .collect();
         let name = record.spec.name.clone();
+        let all: Vec<u64> = record.versions.iter().map(|v| v.version).collect();
         if self.catalog().import(record, &versions)? {
+            for v in all {
+                self.register_version(&name, v)?;
+            }
             tracing::info!(dataset = %name, "dataset replicated from a peer");
         }
         Ok(())
@@ -332,6 +401,11 @@ impl Node {
             Req::Open(_) => "open",
             Req::Close(_) => "close",
             Req::Warm(_) => "warm",
+            Req::CreateJob(_) => "create_job",
+            Req::Jobs(_) => "jobs",
+            Req::Job(_) => "job",
+            Req::CancelJob(_) => "cancel_job",
+            Req::Locality(_) => "locality",
         };
         self.metrics
             .api_requests
@@ -423,6 +497,13 @@ impl Node {
                     resident_bytes: self.store.resident_bytes(&file.fv),
                 })
             }
+            Req::CreateJob(c) => Resp::Job(self.create_job(c).await?),
+            Req::Jobs(_) => Resp::Jobs(v1::JobList {
+                items: self.job_list(),
+            }),
+            Req::Job(j) => Resp::Job(self.job(&j.id)?),
+            Req::CancelJob(j) => Resp::Job(self.jobs.cancel_job(&j.id)?),
+            Req::Locality(l) => Resp::Locality(self.locality(&l.dataset, l.version)?),
             Req::Nodes(_) => Resp::Nodes(v1::NodeList {
                 items: match self.mesh() {
                     Some(mesh) => mesh
@@ -569,6 +650,7 @@ impl Node {
             versions: Vec::new(),
         };
         let record = self.catalog().commit_version(record, &entries)?;
+        self.register_version(&record.spec.name, record.latest().version)?;
         tracing::info!(dataset = %record.spec.name, source = %record.spec.source, files = record.latest().files, bytes = record.latest().total_bytes, "dataset created");
         self.status(&record)
     }
@@ -594,6 +676,7 @@ impl Node {
             .find(|e| !current.contains(e))
             .map(|e| e.path.clone());
         let record = self.catalog().commit_version(record, &entries)?;
+        self.register_version(name, record.latest().version)?;
         tracing::info!(dataset = %name, version = record.latest().version, changed, example = ?example, old = current.len(), new = entries.len(), "refresh: new manifest version");
         self.status(&record)
     }
@@ -610,6 +693,9 @@ impl Node {
             })?;
         }
         self.catalog().delete(name)?;
+        for v in &record.versions {
+            self.store.remove_group(&(name.to_string(), v.version));
+        }
         self.origins.lock().await.remove(name);
         let still = self.catalog().referenced_file_versions(name)?;
         for fv in mine.difference(&still) {
@@ -622,13 +708,8 @@ impl Node {
     /// The status `dataset-ctl get/list` shows, cached bytes included.
     pub fn status(&self, rec: &DatasetRecord) -> Result<v1::DatasetStatus, NodeError> {
         let latest = rec.latest();
-        let mut cached = 0u64;
-        self.catalog()
-            .for_each_entry(&rec.spec.name, latest.version, |e| {
-                if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
-                    cached += self.store.resident_bytes(&fv).min(e.size);
-                }
-            })?;
+        let [memory, disk] = self.resident(&rec.spec.name, latest.version);
+        let cached = (memory + disk).min(latest.total_bytes);
         let capacity = self.store.usage().iter().map(|u| u.quota).sum();
         let phase = if latest.total_bytes > 0 && cached >= latest.total_bytes {
             "Cached"
@@ -650,6 +731,146 @@ impl Node {
         })
     }
 
+    /// Creates a job from a client's request: resolves the version and the
+    /// selection, then lets the job model pick targets and check quotas.
+    async fn create_job(&self, c: v1::CreateJob) -> Result<v1::JobStatus, NodeError> {
+        let mut spec = c
+            .spec
+            .ok_or_else(|| NodeError::BadRequest("a job needs a spec".into()))?;
+        let rec = self.catalog().get(&spec.dataset)?;
+        spec.version = rec.version(spec.version)?.version;
+        spec.paths = spec
+            .paths
+            .iter()
+            .map(|p| catalog::clean_path(p))
+            .collect::<Result<_, _>>()?;
+        let mut total = 0u64;
+        let mut matched = 0u64;
+        self.catalog()
+            .for_each_entry(&spec.dataset, spec.version, |e| {
+                if e.kind() == v1::FileKind::File && selected(&spec.paths, &e.path) {
+                    total += e.size;
+                    matched += 1;
+                }
+            })?;
+        if matched == 0 && !spec.paths.is_empty() {
+            return Err(NodeError::BadRequest(format!(
+                "no file of dataset {:?} version {} is under {}",
+                spec.dataset,
+                spec.version,
+                spec.paths.join(", ")
+            )));
+        }
+        spec.total_bytes = total;
+        let targets = if c.all_nodes {
+            job_model::Targets::All
+        } else if !spec.nodes.is_empty() {
+            job_model::Targets::Named(std::mem::take(&mut spec.nodes))
+        } else if !spec.selector.is_empty() {
+            job_model::Targets::Selector(spec.selector.clone())
+        } else if spec.replicas > 0 {
+            job_model::Targets::Replicas(spec.replicas)
+        } else {
+            job_model::Targets::Local(self.cfg.name.clone())
+        };
+        let policy: &[usize] = match rec.spec.placement().policy {
+            TierPolicy::MemoryThenDisk => &[0, 1],
+            TierPolicy::DiskOnly => &[1],
+            TierPolicy::MemoryOnly => &[0],
+        };
+        Ok(self.jobs.create(spec, targets, policy)?)
+    }
+
+    /// Where a dataset version's bytes are: every member's resident bytes
+    /// per tier and measured bandwidth, as last reported (live for this node).
+    pub fn locality(&self, name: &str, version: u64) -> Result<v1::Locality, NodeError> {
+        let rec = self.catalog().get(name)?;
+        let info = rec.version(version)?.clone();
+        let members = self.members();
+        let mut nodes = Vec::new();
+        for (m, state) in members {
+            let entry = m
+                .residency
+                .iter()
+                .find(|r| r.dataset == name && r.version == info.version);
+            let (memory, disk) = entry.map_or((0, 0), |r| (r.memory_bytes, r.disk_bytes));
+            let available = state == State::Alive;
+            nodes.push(v1::NodeLocality {
+                id: m.name,
+                labels: m.labels,
+                state: state.name().into(),
+                available,
+                resident_bytes: memory + disk,
+                memory_bytes: memory,
+                disk_bytes: disk,
+                measured_at_ms: m.updated_ms,
+                bandwidth: m.bandwidth,
+                address: m.api_addr,
+            });
+        }
+        let available_bytes = nodes
+            .iter()
+            .filter(|n| n.available)
+            .map(|n| n.resident_bytes)
+            .sum();
+        let complete_nodes = nodes
+            .iter()
+            .filter(|n| n.available && n.resident_bytes >= info.total_bytes)
+            .count() as u32;
+        Ok(v1::Locality {
+            dataset: name.to_string(),
+            version: info.version,
+            total_bytes: info.total_bytes,
+            chunk_size: rec.spec.chunk_size,
+            nodes,
+            available_bytes,
+            complete_nodes,
+        })
+    }
+
+    /// Every job this node knows, newest first.
+    pub fn job_list(&self) -> Vec<v1::JobStatus> {
+        self.jobs.list()
+    }
+
+    /// One job's status.
+    pub fn job(&self, id: &str) -> Result<v1::JobStatus, NodeError> {
+        Ok(self.jobs.status(id)?)
+    }
+
+    /// This node's facts as a member (what it gossips about itself).
+    fn me_as_member(&self) -> v1::Member {
+        v1::Member {
+            name: self.cfg.name.clone(),
+            api_addr: self.cfg.advertise.clone(),
+            labels: self.cfg.labels.clone(),
+            tiers: self.tier_usage(),
+            residency: MeshHost::residency(self),
+            bandwidth: Some(MeshHost::bandwidth(self)),
+            updated_ms: unix_ms(),
+            ..Default::default()
+        }
+    }
+
+    /// Every member with its state (this node with live figures).
+    fn members(&self) -> Vec<(v1::Member, State)> {
+        let mut v: Vec<(v1::Member, State)> = match self.mesh() {
+            Some(mesh) => mesh
+                .members()
+                .into_iter()
+                .filter(|(m, _)| m.name != self.cfg.name)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut me = self.me_as_member();
+        if let Some(mesh) = self.mesh() {
+            me.peer_addr = mesh.advertise().to_string();
+        }
+        v.push((me, State::Alive));
+        v.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        v
+    }
+
     fn node_status(&self) -> v1::NodeStatus {
         v1::NodeStatus {
             name: self.cfg.name.clone(),
@@ -658,6 +879,173 @@ impl Node {
             tiers: self.tier_usage(),
             labels: self.cfg.labels.clone(),
         }
+    }
+}
+
+/// Whether `path` is selected by `prefixes` (whole path components; none
+/// selects everything).
+fn selected(prefixes: &[String], path: &str) -> bool {
+    prefixes.is_empty()
+        || prefixes.iter().any(|p| {
+            p.is_empty()
+                || path == p
+                || path
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('/'))
+        })
+}
+
+impl JobHost for Node {
+    fn select_files<'a>(
+        &'a self,
+        spec: &'a v1::JobSpec,
+    ) -> BoxFuture<'a, Result<Vec<FileRef>, String>> {
+        async move {
+            let rec = self
+                .catalog()
+                .get(&spec.dataset)
+                .map_err(|e| e.to_string())?;
+            let version = rec
+                .version(spec.version)
+                .map_err(|e| e.to_string())?
+                .version;
+            let origin = self.origin(&rec.spec).await.map_err(|e| e.to_string())?;
+            let mut files = Vec::new();
+            self.catalog()
+                .for_each_entry(&spec.dataset, version, |e| {
+                    if e.kind() != v1::FileKind::File || !selected(&spec.paths, &e.path) {
+                        return;
+                    }
+                    if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                        files.push(FileRef {
+                            fv,
+                            size: e.size,
+                            chunk_size: e.chunk_size,
+                            object: manifest::object_of(&e),
+                            origin: origin.clone(),
+                            placement: rec.spec.placement(),
+                            locator: Some(Locator {
+                                dataset: rec.spec.name.clone(),
+                                version,
+                            }),
+                        });
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(files)
+        }
+        .boxed()
+    }
+
+    fn liveness(&self, node: &str) -> Option<Liveness> {
+        self.members()
+            .into_iter()
+            .find(|(m, _)| m.name == node)
+            .map(|(m, state)| Liveness {
+                alive: state == State::Alive,
+                updated_ms: m.updated_ms,
+            })
+    }
+
+    fn candidates(&self, dataset: &str, version: u64) -> Vec<Candidate> {
+        self.members()
+            .into_iter()
+            .map(|(m, state)| {
+                let room = |name: &str| {
+                    m.tiers.iter().find(|t| t.name == name).map(|t| TierRoom {
+                        quota: t.quota_bytes,
+                        high: t.high_bytes,
+                        pinned: t.pinned_bytes,
+                    })
+                };
+                let resident = m
+                    .residency
+                    .iter()
+                    .find(|r| r.dataset == dataset && r.version == version)
+                    .map_or(0, |r| r.memory_bytes + r.disk_bytes);
+                Candidate {
+                    alive: state == State::Alive,
+                    tiers: [room(TierKind::Memory.name()), room(TierKind::Disk.name())],
+                    labels: m.labels,
+                    resident,
+                    updated_ms: m.updated_ms,
+                    name: m.name,
+                }
+            })
+            .collect()
+    }
+}
+
+impl MeshHost for Node {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn api_addr(&self) -> &str {
+        &self.cfg.advertise
+    }
+
+    fn labels(&self) -> &HashMap<String, String> {
+        &self.cfg.labels
+    }
+
+    fn tier_usage(&self) -> Vec<v1::TierUsage> {
+        Node::tier_usage(self)
+    }
+
+    fn residency(&self) -> Vec<v1::DatasetResidency> {
+        self.store
+            .groups()
+            .into_iter()
+            .map(
+                |((dataset, version), [memory, disk])| v1::DatasetResidency {
+                    dataset,
+                    version,
+                    memory_bytes: memory,
+                    disk_bytes: disk,
+                },
+            )
+            .collect()
+    }
+
+    fn bandwidth(&self) -> v1::Bandwidth {
+        let ((origin_bps, o_at), (peer_bps, p_at)) = self.store.bandwidth();
+        v1::Bandwidth {
+            origin_bps,
+            peer_bps,
+            measured_at_ms: o_at.max(p_at),
+        }
+    }
+
+    fn dataset_digests(&self) -> Vec<v1::DatasetDigest> {
+        Node::dataset_digests(self)
+    }
+
+    fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String> {
+        Node::export_dataset(self, name).map_err(|e| e.to_string())
+    }
+
+    fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), String> {
+        Node::import_dataset(self, export).map_err(|e| e.to_string())
+    }
+
+    fn serve_chunk<'a>(
+        &'a self,
+        f: &'a v1::FetchChunk,
+    ) -> BoxFuture<'a, Result<(bytes::Bytes, [u8; 32]), String>> {
+        async move { Node::serve_chunk(self, f).await.map_err(|e| e.to_string()) }.boxed()
+    }
+
+    fn job_gossip(&self) -> (Vec<v1::JobSpec>, Vec<v1::JobPart>) {
+        self.jobs.gossip()
+    }
+
+    fn absorb_jobs(&self, specs: Vec<v1::JobSpec>, parts: Vec<v1::JobPart>) {
+        self.jobs.absorb(specs, parts);
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -688,7 +1076,18 @@ fn normalise_join(dir: &str, target: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalise_join;
+    use super::{normalise_join, selected};
+
+    #[test]
+    fn path_prefixes_select_whole_components() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(selected(&[], "a/b"));
+        assert!(selected(&p(&["models"]), "models/x.bin"));
+        assert!(selected(&p(&["models/x.bin"]), "models/x.bin"));
+        assert!(!selected(&p(&["models"]), "models2/x.bin"));
+        assert!(!selected(&p(&["models/x"]), "models/x.bin"));
+        assert!(selected(&p(&["data", "models"]), "models/x.bin"));
+    }
 
     #[test]
     fn symlink_targets_stay_inside() {

@@ -1,5 +1,7 @@
 //! `dataset-ctl`: the operator CLI for Shoal datasets, shaped like kubectl.
 
+mod jobs;
+mod locality;
 mod spec;
 
 use std::io::Write;
@@ -109,6 +111,83 @@ enum Command {
     },
     /// Show cache nodes with their tiers and usage.
     Nodes {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Make a dataset's bytes resident on cache nodes before a job reads them.
+    ///
+    /// Without --nodes, --all-nodes, --selector or --replicas, the node that
+    /// receives the request (--endpoint) prewarms itself.
+    Prewarm {
+        name: String,
+        /// Path prefix inside the dataset (repeatable; default: every file).
+        #[arg(long = "path", value_name = "PREFIX")]
+        paths: Vec<String>,
+        #[command(flatten)]
+        targets: jobs::PrewarmTargets,
+        /// Manifest version (default: latest).
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        /// Tier to fill (default: wherever the dataset's tier policy puts chunks).
+        #[arg(long, value_enum)]
+        tier: Option<jobs::Tier>,
+        /// Keep the prewarmed bytes from eviction until `dataset-ctl unpin`.
+        #[arg(long)]
+        pin: bool,
+        /// Follow the job's progress until it ends; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Drop a dataset's cached bytes (and their prewarm pins) from cache nodes.
+    ///
+    /// Without --nodes, every node evicts.
+    Evict {
+        name: String,
+        /// Path prefix inside the dataset (repeatable; default: every file).
+        #[arg(long = "path", value_name = "PREFIX")]
+        paths: Vec<String>,
+        #[command(flatten)]
+        targets: jobs::NodeTargets,
+        /// Follow the job's progress until it ends; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Remove a dataset's prewarm pins from cache nodes (the bytes stay cached).
+    ///
+    /// Without --nodes, every node unpins.
+    Unpin {
+        name: String,
+        #[command(flatten)]
+        targets: jobs::NodeTargets,
+        /// Follow the job's progress until it ends; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// List prewarm, evict and unpin jobs with their progress.
+    Jobs {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one job and each target node's part of it.
+    Job {
+        id: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Cancel a job; its targets stop their parts.
+    Cancel { id: String },
+    /// Show where a dataset version's bytes are resident, per node.
+    Locality {
+        name: String,
+        /// Manifest version (default: latest).
+        #[arg(long, default_value_t = 0)]
+        version: u64,
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -340,20 +419,84 @@ async fn run(cli: Cli) -> Result<()> {
                                 .map(|t| format!("{}/{}", format_size(t.used_bytes), format_size(t.quota_bytes)))
                                 .unwrap_or_else(|| "-".into())
                         };
-                        let mut labels: Vec<_> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                        labels.sort();
                         vec![
                             n.name.clone(),
                             n.address.clone(),
                             n.state.clone(),
                             tier("memory"),
                             tier("disk"),
-                            if labels.is_empty() { "<none>".into() } else { labels.join(",") },
+                            format_labels(&n.labels),
                         ]
                     }),
                 ),
             }
         }
+        Command::Prewarm {
+            name,
+            paths,
+            targets,
+            version,
+            tier,
+            pin,
+            wait,
+            output,
+        } => {
+            let (targets, all_nodes) = targets.resolve()?;
+            let spec = v1::JobSpec {
+                kind: v1::JobKind::Prewarm as i32,
+                dataset: name,
+                version,
+                paths,
+                tier: tier.map_or(v1::TierTarget::AnyTier, v1::TierTarget::from) as i32,
+                pin,
+                ..targets
+            };
+            jobs::submit(&endpoint, spec, all_nodes, wait, output).await?;
+        }
+        Command::Evict {
+            name,
+            paths,
+            targets,
+            wait,
+            output,
+        } => {
+            let (targets, all_nodes) = targets.resolve()?;
+            let spec = v1::JobSpec {
+                kind: v1::JobKind::Evict as i32,
+                dataset: name,
+                paths,
+                ..targets
+            };
+            jobs::submit(&endpoint, spec, all_nodes, wait, output).await?;
+        }
+        Command::Unpin {
+            name,
+            targets,
+            wait,
+            output,
+        } => {
+            let (targets, all_nodes) = targets.resolve()?;
+            let spec = v1::JobSpec {
+                kind: v1::JobKind::Unpin as i32,
+                dataset: name,
+                ..targets
+            };
+            jobs::submit(&endpoint, spec, all_nodes, wait, output).await?;
+        }
+        Command::Jobs { output } => jobs::list(&endpoint, output).await?,
+        Command::Job { id, output } => {
+            let job = jobs::call(&endpoint, Req::Job(v1::JobRef { id })).await?;
+            jobs::print_job(&job, output);
+        }
+        Command::Cancel { id } => {
+            let job = jobs::call(&endpoint, Req::CancelJob(v1::JobRef { id })).await?;
+            println!("job.shoal/{} cancelled", jobs::job_id(&job));
+        }
+        Command::Locality {
+            name,
+            version,
+            output,
+        } => locality::show(&endpoint, name, version, output).await?,
     }
     Ok(())
 }
@@ -477,10 +620,62 @@ fn spec_name(d: &v1::DatasetStatus) -> String {
 }
 
 fn percent(d: &v1::DatasetStatus) -> f64 {
-    if d.total_bytes == 0 {
+    percent_of(d.cached_bytes, d.total_bytes)
+}
+
+/// `part` as a percentage of `total`; an empty whole counts as complete.
+fn percent_of(part: u64, total: u64) -> f64 {
+    if total == 0 {
         100.0
     } else {
-        d.cached_bytes as f64 * 100.0 / d.total_bytes as f64
+        part as f64 * 100.0 / total as f64
+    }
+}
+
+/// A transfer rate, e.g. "96.3 MiB/s".
+fn format_rate(bps: u64) -> String {
+    format!("{}/s", format_size(bps))
+}
+
+/// A duration in kubectl's style: "8s", "3m20s", "2h5m", "4d3h".
+fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d{h}h")
+    } else if h > 0 {
+        format!("{h}h{m}m")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine's clock.
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// How long ago a wall clock time (ms) was, e.g. "3s ago"; "-" when unset.
+/// A time ahead of this machine's clock (skew) counts as now.
+fn ago_ms(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "-".into();
+    }
+    let secs = (now_unix_ms() - unix_ms).max(0) as u64 / 1000;
+    format!("{} ago", format_duration(secs))
+}
+
+/// Labels as sorted `k=v` pairs joined by commas, or "<none>".
+fn format_labels(labels: &std::collections::HashMap<String, String>) -> String {
+    let mut pairs: Vec<_> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.sort();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
     }
 }
 
@@ -578,5 +773,36 @@ fn print_table(headers: &[&str], rows: impl Iterator<Item = Vec<String>>) {
     line(headers.to_vec());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(format_duration(0), "0s");
+        assert_eq!(format_duration(59), "59s");
+        assert_eq!(format_duration(200), "3m20s");
+        assert_eq!(format_duration(3 * 3600 + 5 * 60 + 9), "3h5m");
+        assert_eq!(format_duration(4 * 86_400 + 3 * 3600), "4d3h");
+        assert_eq!(ago_ms(0), "-");
+        assert_eq!(ago_ms(now_unix_ms() + 60_000), "0s ago");
+    }
+
+    #[test]
+    fn labels_are_sorted_pairs() {
+        let labels = [("zone", "a"), ("gpu", "h100")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(format_labels(&labels), "gpu=h100,zone=a");
+        assert_eq!(format_labels(&Default::default()), "<none>");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod frame;
+pub mod json;
 pub mod units;
 
 /// Generated protocol types (package `shoal.v1`).

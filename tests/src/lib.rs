@@ -609,20 +609,29 @@ impl Node {
 }
 
 /// A TCP proxy in front of the S3 server that counts ranged GETs (chunk
-/// fetches) at the origin side, independent of what nodes report.
+/// fetches) and the bytes the origin sent, at the origin side, independent
+/// of what nodes report; optionally throttled (a slow origin link).
 pub struct CountingProxy {
     pub endpoint: String,
     ranged_gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CountingProxy {
     pub fn start(target: &str) -> Result<Self> {
+        Self::start_throttled(target, None)
+    }
+
+    /// Like [`CountingProxy::start`], with the origin's answers limited to
+    /// `bytes_per_sec` per connection.
+    pub fn start_throttled(target: &str, bytes_per_sec: Option<u64>) -> Result<Self> {
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let target = target.trim_start_matches("http://").to_string();
         let ranged_gets = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = ranged_gets.clone();
+        let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (counter, sent) = (ranged_gets.clone(), bytes.clone());
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&target) else {
@@ -660,8 +669,29 @@ impl CountingProxy {
                     }
                     let _ = s_w.shutdown(std::net::Shutdown::Write);
                 });
+                let sent = sent.clone();
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut s_r, &mut c_w);
+                    let mut buf = vec![0u8; 16 << 10];
+                    let start = Instant::now();
+                    let mut total = 0u64;
+                    loop {
+                        let n = match s_r.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        total += n as u64;
+                        sent.fetch_add(n as u64, Ordering::SeqCst);
+                        if let Some(rate) = bytes_per_sec {
+                            // Pace the link: never ahead of `rate`.
+                            let due = Duration::from_secs_f64(total as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        if std::io::Write::write_all(&mut c_w, &buf[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = c_w.shutdown(std::net::Shutdown::Write);
                 });
             }
@@ -669,6 +699,7 @@ impl CountingProxy {
         Ok(Self {
             endpoint,
             ranged_gets,
+            bytes,
         })
     }
 
@@ -676,4 +707,45 @@ impl CountingProxy {
     pub fn ranged_gets(&self) -> u64 {
         self.ranged_gets.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// Bytes the origin sent so far (bodies and headers).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Bytes of data (not holes) in the regular files of `dir`, found with
+/// SEEK_DATA/SEEK_HOLE: what a tier really holds, measured with the
+/// filesystem rather than the node's index.
+pub fn data_bytes(dir: &Path) -> u64 {
+    use std::os::fd::AsRawFd;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0u64;
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(f) = std::fs::File::open(e.path()) else {
+            continue;
+        };
+        let fd = f.as_raw_fd();
+        let mut off: libc::off_t = 0;
+        loop {
+            // SAFETY: lseek on an open descriptor we own.
+            let data = unsafe { libc::lseek(fd, off, libc::SEEK_DATA) };
+            if data < 0 {
+                break;
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole <= data {
+                break;
+            }
+            total += (hole - data) as u64;
+            off = hole;
+        }
+    }
+    total
 }

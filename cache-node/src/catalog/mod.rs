@@ -123,6 +123,7 @@ impl Spec {
                 v1::TierPolicy::MemoryOnly => TierPolicy::MemoryOnly,
             },
             pin: self.pin,
+            only: None,
         }
     }
 }

@@ -56,9 +56,9 @@ impl Membership {
     }
 
     /// Starts a round: bumps our heartbeat and refreshes our own facts.
-    pub fn tick(&mut self, tiers: Vec<v1::TierUsage>) {
+    pub fn tick(&mut self, refresh: impl FnOnce(&mut v1::Member)) {
         self.me.heartbeat += 1;
-        self.me.tiers = tiers;
+        refresh(&mut self.me);
     }
 
     /// Merges a peer's view: newer heartbeats win and refresh liveness.

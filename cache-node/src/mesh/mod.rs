@@ -22,6 +22,12 @@
 //! heartbeats that keep the others alive, and connections are set up per
 //! address, so a slow handshake never blocks requests to other peers.
 //!
+//! The mesh sees its node only through [`MeshHost`] (as the store sees the
+//! mesh only through `PeerSource`), so `mesh` does not depend on `node`.
+//! Each round a node gossips its own facts — tier usage, resident bytes
+//! per dataset version, measured bandwidth — and the jobs it knows with
+//! their parts' progress; peers keep the newest of each.
+//!
 //! Every task (accept loop, gossip rounds, connection handlers, catalog
 //! pulls) is owned by the mesh's `JoinSet` and stops with its token.
 
@@ -37,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use rand::seq::SliceRandom;
 use shoal_proto::v1::{self, peer_request::Kind as PReq, peer_response::Kind as PResp};
 use shoal_proto::{read_frame, write_frame};
@@ -44,8 +51,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
-use crate::store::{FileRef, PeerSource};
+use crate::metrics::Metrics;
+use crate::store::{unix_ms, FileRef, PeerSource};
 use membership::{Membership, State};
 
 /// Mesh settings.
@@ -70,6 +77,31 @@ pub struct MeshConfig {
     pub corrupt_served_chunks: bool,
 }
 
+/// What the mesh needs from its node: facts to gossip, catalog records,
+/// chunks to serve, and jobs to replicate.
+pub trait MeshHost: Send + Sync {
+    fn name(&self) -> &str;
+    /// Control API address, shown to operators.
+    fn api_addr(&self) -> &str;
+    fn labels(&self) -> &HashMap<String, String>;
+    fn tier_usage(&self) -> Vec<v1::TierUsage>;
+    /// Resident bytes per dataset version.
+    fn residency(&self) -> Vec<v1::DatasetResidency>;
+    fn bandwidth(&self) -> v1::Bandwidth;
+    /// (name, latest version) of every dataset.
+    fn dataset_digests(&self) -> Vec<v1::DatasetDigest>;
+    fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String>;
+    fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), String>;
+    /// A chunk for a peer, with the blake3 recorded for it.
+    fn serve_chunk<'a>(
+        &'a self,
+        f: &'a v1::FetchChunk,
+    ) -> BoxFuture<'a, Result<(Bytes, [u8; 32]), String>>;
+    fn job_gossip(&self) -> (Vec<v1::JobSpec>, Vec<v1::JobPart>);
+    fn absorb_jobs(&self, specs: Vec<v1::JobSpec>, parts: Vec<v1::JobPart>);
+    fn metrics(&self) -> &Metrics;
+}
+
 /// Errors of the mesh.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -89,7 +121,8 @@ pub struct Mesh {
     /// One slot per peer address; its async lock is held only while that
     /// address's connection is being (re)established.
     conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
-    node: Weak<Node>,
+    node: Weak<dyn MeshHost>,
+    me: Weak<Mesh>,
     serve_permits: Semaphore,
     tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
@@ -105,40 +138,41 @@ impl std::fmt::Debug for Mesh {
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl Mesh {
     /// Binds the endpoint and starts the accept loop and gossip rounds.
     pub fn start(
         cfg: MeshConfig,
-        node: &Arc<Node>,
+        node: Weak<dyn MeshHost>,
         cancel: CancellationToken,
     ) -> Result<Arc<Self>, PeerError> {
         let (server, client) = tls::quic_configs(&cfg.tls_dir)?;
         let mut endpoint = quinn::Endpoint::server(server, cfg.listen)?;
         endpoint.set_default_client_config(client);
+        let host = node.upgrade().ok_or_else(|| {
+            PeerError::Io(std::io::Error::other("the node stopped before its mesh"))
+        })?;
         let me = v1::Member {
-            name: node.name().to_string(),
+            name: host.name().to_string(),
             peer_addr: cfg.advertise.clone(),
-            api_addr: node.advertise().to_string(),
+            api_addr: host.api_addr().to_string(),
             // Starts at wall-clock milliseconds so a restarted node's
             // heartbeat is newer than anything gossiped about its past life.
-            heartbeat: unix_millis(),
-            labels: node.labels().clone(),
-            tiers: node.tier_usage(),
+            heartbeat: unix_ms() as u64,
+            labels: host.labels().clone(),
+            tiers: host.tier_usage(),
+            residency: host.residency(),
+            bandwidth: Some(host.bandwidth()),
+            updated_ms: unix_ms(),
         };
-        let mesh = Arc::new(Self {
+        drop(host);
+        let mesh = Arc::new_cyclic(|weak| Self {
             members: Mutex::new(Membership::new(me, cfg.dead_after)),
             serve_permits: Semaphore::new(cfg.serve_concurrency.max(1)),
             endpoint,
             cfg,
             conns: Mutex::new(HashMap::new()),
-            node: Arc::downgrade(node),
+            node,
+            me: weak.clone(),
             tasks: Mutex::new(JoinSet::new()),
             cancel,
         });
@@ -148,6 +182,11 @@ impl Mesh {
         mesh.spawn(async move { m.gossip_loop().await });
         tracing::info!(listen = %mesh.cfg.listen, seeds = ?mesh.cfg.seeds, "mesh started");
         Ok(mesh)
+    }
+
+    /// Address peers use to reach this node.
+    pub fn advertise(&self) -> &str {
+        &self.cfg.advertise
     }
 
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -229,7 +268,7 @@ impl Mesh {
         match kind {
             Some(PReq::Gossip(g)) => {
                 self.absorb(&node, g);
-                Ok(PResp::Gossip(self.gossip_message(&node)))
+                Ok(PResp::Gossip(self.gossip_message(node.as_ref())))
             }
             Some(PReq::Fetch(f)) => {
                 let _permit = self
@@ -237,7 +276,7 @@ impl Mesh {
                     .acquire()
                     .await
                     .map_err(|e| e.to_string())?;
-                let (mut data, hash) = node.serve_chunk(&f).await.map_err(|e| e.to_string())?;
+                let (mut data, hash) = node.serve_chunk(&f).await?;
                 if self.cfg.corrupt_served_chunks && !data.is_empty() {
                     let mut v = data.to_vec();
                     v[0] ^= 0xff;
@@ -248,25 +287,28 @@ impl Mesh {
                     hash: Bytes::copy_from_slice(&hash),
                 }))
             }
-            Some(PReq::Export(d)) => Ok(PResp::Dataset(
-                node.export_dataset(&d.name).map_err(|e| e.to_string())?,
-            )),
+            Some(PReq::Export(d)) => Ok(PResp::Dataset(node.export_dataset(&d.name)?)),
             None => Err("empty peer request".into()),
         }
     }
 
-    fn gossip_message(&self, node: &Node) -> v1::Gossip {
+    fn gossip_message(&self, node: &dyn MeshHost) -> v1::Gossip {
         let now = Instant::now();
+        let (jobs, parts) = node.job_gossip();
         let members = self.members.lock().expect("members lock");
         v1::Gossip {
             from: members.me().name.clone(),
             members: members.alive(now),
             datasets: node.dataset_digests(),
+            jobs,
+            parts,
         }
     }
 
-    /// Merges a peer's gossip and pulls datasets it has newer versions of.
-    fn absorb(&self, node: &Arc<Node>, g: v1::Gossip) {
+    /// Merges a peer's gossip, pulls datasets it has newer versions of, and
+    /// hands its jobs to the node.
+    fn absorb(&self, node: &Arc<dyn MeshHost>, g: v1::Gossip) {
+        node.absorb_jobs(g.jobs, g.parts);
         let peer_addr = g
             .members
             .iter()
@@ -304,7 +346,7 @@ impl Mesh {
     }
 
     fn self_arc(&self) -> Option<Arc<Mesh>> {
-        self.node.upgrade().and_then(|n| n.mesh())
+        self.me.upgrade()
     }
 
     async fn gossip_loop(self: Arc<Self>) {
@@ -315,8 +357,15 @@ impl Mesh {
                 return;
             };
             let targets = {
+                let (tiers, residency, bandwidth) =
+                    (node.tier_usage(), node.residency(), node.bandwidth());
                 let mut members = self.members.lock().expect("members lock");
-                members.tick(node.tier_usage());
+                members.tick(|me| {
+                    me.tiers = tiers;
+                    me.residency = residency;
+                    me.bandwidth = Some(bandwidth);
+                    me.updated_ms = unix_ms();
+                });
                 let me = members.me().name.clone();
                 let mut addrs: Vec<String> = members
                     .alive(Instant::now())
@@ -333,7 +382,7 @@ impl Mesh {
                 }
                 addrs
             };
-            let msg = self.gossip_message(&node);
+            let msg = self.gossip_message(node.as_ref());
             // A round never waits past the next one: an unresponsive
             // target must not delay the heartbeats sent to the others.
             let round = self.cfg.interval.max(Duration::from_millis(200));

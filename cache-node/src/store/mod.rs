@@ -30,10 +30,11 @@ use futures::{FutureExt, StreamExt, TryStreamExt};
 use rocksdb::WriteBatch;
 use tokio::sync::{OnceCell, Semaphore};
 
+use crate::bandwidth::Meter;
 use crate::index::{self, keys, ChunkKey, FileVersionId, Index, IndexError, ResidentRecord};
 use crate::metrics::Metrics;
 use crate::origin::{ObjectMeta, OriginError, SharedOrigin};
-pub use residency::{Budget, TierKind};
+pub use residency::{Budget, GroupKey, TierKind};
 use residency::{Entry, Residency, Room};
 
 /// One tier's directory and byte budget.
@@ -77,6 +78,9 @@ pub struct Placement {
     pub policy: TierPolicy,
     /// Pinned chunks are never evicted.
     pub pin: bool,
+    /// Place new chunks in this tier only (a prewarm `--tier`), without
+    /// restricting where they may move later.
+    pub only: Option<TierKind>,
 }
 
 /// Where a file sits in the catalog, so peers can be asked for its chunks.
@@ -164,6 +168,10 @@ pub struct TierUsage {
     pub dir: PathBuf,
     pub used: u64,
     pub quota: u64,
+    /// Bytes eviction can never free.
+    pub pinned: u64,
+    /// Eviction starts above this.
+    pub high: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +193,9 @@ struct Inner {
     read_concurrency: usize,
     metrics: Arc<Metrics>,
     peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
+    /// Measured throughput of origin and peer fetches (locality hints).
+    origin_meter: Meter,
+    peer_meter: Meter,
 }
 
 /// The chunk store. Cheap to clone.
@@ -218,6 +229,14 @@ impl Drop for ReadGuard<'_> {
 }
 
 const MAX_ORIGIN_ATTEMPTS: u32 = 3;
+
+/// Wall-clock milliseconds since the epoch.
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 impl ChunkStore {
     /// Opens the store and recovers from whatever state a crash left:
@@ -328,6 +347,8 @@ impl ChunkStore {
                 read_concurrency: cfg.read_concurrency.max(1),
                 metrics,
                 peers: std::sync::OnceLock::new(),
+                origin_meter: Meter::default(),
+                peer_meter: Meter::default(),
             }),
         };
         store.update_gauges();
@@ -394,15 +415,125 @@ impl ChunkStore {
         let first = (offset / file.chunk_size) as u32;
         let last = ((end - 1) / file.chunk_size) as u32;
         futures::stream::iter(first..=last)
-            .map(|idx| async move {
-                if self.state().get(&file.key(idx)).is_none() {
-                    self.fetch(file, idx).await?;
-                }
-                Ok::<_, StoreError>(())
-            })
+            .map(|idx| self.ensure(file, idx, None))
             .buffer_unordered(self.inner.read_concurrency)
             .try_collect::<()>()
             .await
+    }
+
+    /// Number of chunks of a file.
+    pub fn chunk_count(file: &FileRef) -> u32 {
+        file.chunks() as u32
+    }
+
+    /// Makes chunk `idx` resident in `tier` (any tier when `None`):
+    /// fetched if missing (into `tier` only), moved if it sits in the other
+    /// tier — which is how a prewarm to memory promotes chunks that were
+    /// demoted to disk. Fails when the tier cannot keep it (no room that
+    /// eviction can free).
+    pub async fn ensure(
+        &self,
+        file: &FileRef,
+        idx: u32,
+        tier: Option<TierKind>,
+    ) -> Result<(), StoreError> {
+        let key = file.key(idx);
+        for _ in 0..8 {
+            let here = self
+                .state()
+                .get(&key)
+                .filter(|e| !e.leaving)
+                .map(|e| e.tier);
+            match (here, tier) {
+                (Some(_), None) => return Ok(()),
+                (Some(t), Some(want)) if t == want => return Ok(()),
+                (Some(_), Some(want)) => {
+                    if self.relocate_now(key, want).await? {
+                        return Ok(());
+                    }
+                }
+                (None, _) => {
+                    let mut f = file.clone();
+                    f.placement.only = tier;
+                    self.fetch(&f, idx).await?;
+                }
+            }
+        }
+        Err(StoreError::Io(std::io::Error::other(format!(
+            "chunk {idx} of {} could not be kept in the {} tier (no room that eviction can free)",
+            file.object.path,
+            tier.map_or("any", TierKind::name)
+        ))))
+    }
+
+    /// Moves a resident chunk to `to` under the chunk's flight; false when
+    /// it could not (busy, gone, or no room).
+    async fn relocate_now(&self, key: ChunkKey, to: TierKind) -> Result<bool, StoreError> {
+        let cell: Option<FlightCell> = {
+            let mut map = self.inner.inflight.lock().expect("inflight lock");
+            (!map.contains_key(&key)).then(|| map.entry(key).or_default().clone())
+        };
+        let Some(cell) = cell else {
+            // Another flight (a fetch or an eviction) owns the chunk now.
+            tokio::task::yield_now().await;
+            return Ok(false);
+        };
+        let moved = async {
+            let Some(entry) = self.state().get(&key).copied() else {
+                return Ok(false);
+            };
+            if entry.tier == to {
+                return Ok(true);
+            }
+            if !self.state().claim(&key) {
+                return Ok(false);
+            }
+            let r = self.relocate(key, entry, to).await;
+            if !matches!(r, Ok(true)) {
+                self.state().stay(&key);
+            }
+            r
+        }
+        .await;
+        let _ = cell.set(Ok(Flight::Retry));
+        self.end_flight(key, &cell);
+        self.update_gauges();
+        moved
+    }
+
+    /// Copies a chunk (marked leaving, under its flight) into tier `to` and
+    /// punches it out of its old tier. False when `to` has no room.
+    async fn relocate(
+        &self,
+        key: ChunkKey,
+        entry: Entry,
+        to: TierKind,
+    ) -> Result<bool, StoreError> {
+        let len = u64::from(entry.len);
+        if self.inner.dirs[to as usize].is_none() || !self.make_room(to, len).await {
+            return Ok(false);
+        }
+        let from = self.path(entry.tier, &key.fv);
+        let bytes = match files::read_at(from.clone(), entry.offset, entry.len as usize).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.state().unreserve(to, len);
+                return Err(e.into());
+            }
+        };
+        self.write_chunk(to, key, bytes, entry).await?;
+        files::punch(from, entry.offset, len).await?;
+        let action = if to == TierKind::Memory {
+            "promote"
+        } else {
+            "demote"
+        };
+        self.inner
+            .metrics
+            .evictions
+            .get_or_create(&vec![("tier", entry.tier.name()), ("action", action)])
+            .inc();
+        Ok(true)
     }
 
     async fn read_part(
@@ -485,11 +616,19 @@ impl ChunkStore {
             None => None,
         };
         let from_peer = match (&local, self.inner.peers.get()) {
-            (None, Some(peers)) => peers
-                .fetch(file, idx)
-                .await
-                .filter(|(b, _)| b.len() as u64 == range.end - range.start)
-                .filter(|(_, h)| known.is_none_or(|(k, _)| k == *h)),
+            (None, Some(peers)) => {
+                self.inner.peer_meter.begin(std::time::Instant::now());
+                let got = peers
+                    .fetch(file, idx)
+                    .await
+                    .filter(|(b, _)| b.len() as u64 == range.end - range.start)
+                    .filter(|(_, h)| known.is_none_or(|(k, _)| k == *h));
+                let n = got.as_ref().map_or(0, |(b, _)| b.len() as u64);
+                self.inner
+                    .peer_meter
+                    .end(std::time::Instant::now(), n, unix_ms());
+                got
+            }
             _ => None,
         };
         let (bytes, hash) = match (local, from_peer) {
@@ -585,7 +724,12 @@ impl ChunkStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match file.origin.read_range(&file.object, range.clone()).await {
+            let meter = &self.inner.origin_meter;
+            meter.begin(std::time::Instant::now());
+            let got = file.origin.read_range(&file.object, range.clone()).await;
+            let n = got.as_ref().map_or(0, |b| b.len() as u64);
+            meter.end(std::time::Instant::now(), n, unix_ms());
+            match got {
                 Ok(b) => {
                     m.origin_requests
                         .get_or_create(&vec![("result", "ok")])
@@ -629,10 +773,12 @@ impl ChunkStore {
         bytes: &Bytes,
         hash: [u8; 32],
     ) -> Result<bool, StoreError> {
-        let tiers: &[TierKind] = match file.placement.policy {
-            TierPolicy::MemoryThenDisk => &[TierKind::Memory, TierKind::Disk],
-            TierPolicy::DiskOnly => &[TierKind::Disk],
-            TierPolicy::MemoryOnly => &[TierKind::Memory],
+        let tiers: &[TierKind] = match (file.placement.only, file.placement.policy) {
+            (Some(TierKind::Memory), _) => &[TierKind::Memory],
+            (Some(TierKind::Disk), _) => &[TierKind::Disk],
+            (None, TierPolicy::MemoryThenDisk) => &[TierKind::Memory, TierKind::Disk],
+            (None, TierPolicy::DiskOnly) => &[TierKind::Disk],
+            (None, TierPolicy::MemoryOnly) => &[TierKind::Memory],
         };
         let entry = Entry {
             tier: TierKind::Memory,
@@ -770,24 +916,9 @@ impl ChunkStore {
         if demote
             && entry.tier == TierKind::Memory
             && !entry.memory_only
-            && self.inner.dirs[TierKind::Disk as usize].is_some()
-            && self.make_room(TierKind::Disk, len).await
+            && matches!(self.relocate(key, entry, TierKind::Disk).await, Ok(true))
         {
-            let bytes = files::read_at(from.clone(), entry.offset, entry.len as usize).await;
-            let moved = match bytes {
-                Ok(b) => self.write_chunk(TierKind::Disk, key, b, entry).await,
-                Err(e) => {
-                    self.state().unreserve(TierKind::Disk, len);
-                    Err(e.into())
-                }
-            };
-            if moved.is_ok() {
-                files::punch(from, entry.offset, len).await?;
-                m.evictions
-                    .get_or_create(&vec![("tier", "memory"), ("action", "demote")])
-                    .inc();
-                return Ok(());
-            }
+            return Ok(());
         }
         let mut batch = WriteBatch::default();
         batch.delete(keys::resident(&key));
@@ -854,6 +985,57 @@ impl ChunkStore {
             .map(|(h, _)| h))
     }
 
+    /// Pins a file version against eviction until [`ChunkStore::unpin`]
+    /// (a prewarm `--pin`; persisted by the caller).
+    pub fn pin(&self, fv: FileVersionId) {
+        self.state().pin(fv);
+    }
+
+    /// Drops one [`ChunkStore::pin`].
+    pub fn unpin(&self, fv: &FileVersionId) {
+        self.state().unpin(fv);
+    }
+
+    /// Registers a locality group (a dataset version) over its file versions.
+    pub fn add_group(&self, group: GroupKey, fvs: impl IntoIterator<Item = FileVersionId>) {
+        self.state().add_group(group, fvs);
+    }
+
+    /// Forgets a locality group.
+    pub fn remove_group(&self, group: &GroupKey) {
+        self.state().remove_group(group);
+    }
+
+    /// Resident bytes per tier (memory, disk) of a registered group.
+    pub fn group_bytes(&self, group: &GroupKey) -> Option<[u64; 2]> {
+        self.state().group_bytes(group)
+    }
+
+    /// Every registered group with its resident bytes per tier.
+    pub fn groups(&self) -> Vec<(GroupKey, [u64; 2])> {
+        self.state().groups()
+    }
+
+    /// Resident bytes of a file version per tier (memory, disk).
+    pub fn resident_tiers(&self, fv: &FileVersionId) -> [u64; 2] {
+        self.state().fv_usage(fv).bytes
+    }
+
+    /// Measured origin and peer throughput: ((bytes/s, at ms), (bytes/s, at ms)).
+    pub fn bandwidth(&self) -> ((u64, i64), (u64, i64)) {
+        let now = std::time::Instant::now();
+        (
+            self.inner.origin_meter.sample(now),
+            self.inner.peer_meter.sample(now),
+        )
+    }
+
+    /// Node-wide (origin bytes, verified peer bytes) received so far.
+    pub fn transfer_counters(&self) -> (u64, u64) {
+        let m = &self.inner.metrics;
+        (m.origin_bytes.get(), m.peer_bytes.get())
+    }
+
     /// Pins a file version's chunks against eviction (an open handle).
     pub fn hold(&self, fv: FileVersionId) {
         self.state().hold(fv);
@@ -886,6 +1068,8 @@ impl ChunkStore {
                     dir: self.inner.dirs[t as usize].clone()?,
                     used: st.used(t),
                     quota: b.quota,
+                    pinned: st.pinned(t),
+                    high: b.high_bytes(),
                 })
             })
             .collect()

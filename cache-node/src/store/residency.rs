@@ -6,6 +6,14 @@
 //! order per tier, accounts bytes per tier (including space reserved for
 //! writes in flight), and chooses eviction victims.
 //!
+//! It also keeps the *locality counters*: for every registered group (one
+//! per dataset version) the bytes of its file versions resident in each
+//! tier, updated on every chunk arrival, move and removal, so `list`,
+//! `locality` and gossip read them in O(1) per dataset version instead of
+//! scanning manifests. And it keeps *prewarm pins*: file versions pinned by
+//! a job are never evicted, and their bytes are counted per tier so a
+//! prewarm's quota check can subtract what can never be freed.
+//!
 //! Policy: plain LRU per tier, with demotion memory → disk before a chunk is
 //! dropped. LRU was chosen over S3-FIFO for now because Shoal's dominant
 //! pattern is whole-file sequential scans driven by prewarm jobs, where the
@@ -78,7 +86,12 @@ impl Entry {
 pub struct FvUsage {
     pub bytes: [u64; 2],
     pub chunks: [u32; 2],
+    /// Bytes of chunks stored pinned (their dataset's spec pins them).
+    pub pinned: [u64; 2],
 }
+
+/// A locality group: one dataset version.
+pub type GroupKey = (String, u64);
 
 /// Byte budget of one tier.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -124,6 +137,14 @@ pub struct Residency {
     dirty: HashSet<ChunkKey>,
     /// Open handles per file version: their chunks are never evicted.
     held: HashMap<FileVersionId, u32>,
+    /// Locality groups: resident bytes per tier of each group.
+    groups: HashMap<GroupKey, [u64; 2]>,
+    /// The groups each file version belongs to.
+    fv_groups: HashMap<FileVersionId, Vec<GroupKey>>,
+    /// Prewarm pins per file version (how many datasets pin it).
+    pins: HashMap<FileVersionId, u32>,
+    /// Bytes per tier that can never be evicted (spec pins and prewarm pins).
+    pinned_bytes: [u64; 2],
 }
 
 impl Residency {
@@ -138,7 +159,102 @@ impl Residency {
             tick: 0,
             dirty: HashSet::new(),
             held: HashMap::new(),
+            groups: HashMap::new(),
+            fv_groups: HashMap::new(),
+            pins: HashMap::new(),
+            pinned_bytes: [0; 2],
         }
+    }
+
+    /// Registers a locality group over `fvs` (its counters start from what
+    /// is resident now). Registering an existing group is a no-op.
+    pub fn add_group(&mut self, group: GroupKey, fvs: impl IntoIterator<Item = FileVersionId>) {
+        if self.groups.contains_key(&group) {
+            return;
+        }
+        let mut bytes = [0u64; 2];
+        for fv in fvs {
+            let list = self.fv_groups.entry(fv).or_default();
+            if list.contains(&group) {
+                continue;
+            }
+            list.push(group.clone());
+            let u = self.fv_usage(&fv);
+            bytes[0] += u.bytes[0];
+            bytes[1] += u.bytes[1];
+        }
+        self.groups.insert(group, bytes);
+    }
+
+    /// Forgets a locality group.
+    pub fn remove_group(&mut self, group: &GroupKey) {
+        if self.groups.remove(group).is_none() {
+            return;
+        }
+        self.fv_groups.retain(|_, list| {
+            list.retain(|g| g != group);
+            !list.is_empty()
+        });
+    }
+
+    /// Resident bytes per tier of a group, if registered.
+    pub fn group_bytes(&self, group: &GroupKey) -> Option<[u64; 2]> {
+        self.groups.get(group).copied()
+    }
+
+    /// Every registered group with its resident bytes per tier.
+    pub fn groups(&self) -> Vec<(GroupKey, [u64; 2])> {
+        let mut v: Vec<_> = self.groups.iter().map(|(k, b)| (k.clone(), *b)).collect();
+        v.sort();
+        v
+    }
+
+    fn count(&mut self, fv: &FileVersionId, tier: usize, len: u64, add: bool) {
+        if let Some(list) = self.fv_groups.get(fv) {
+            for g in list {
+                let b = self
+                    .groups
+                    .get_mut(g)
+                    .expect("grouped file versions have groups");
+                if add {
+                    b[tier] += len;
+                } else {
+                    b[tier] -= len;
+                }
+            }
+        }
+    }
+
+    /// Pins a file version against eviction (a prewarm `--pin`); counted.
+    pub fn pin(&mut self, fv: FileVersionId) {
+        let n = self.pins.entry(fv).or_default();
+        *n += 1;
+        if *n == 1 {
+            let u = self.fv_usage(&fv);
+            for t in 0..2 {
+                self.pinned_bytes[t] += u.bytes[t] - u.pinned[t];
+            }
+        }
+    }
+
+    /// Drops one [`Residency::pin`] of a file version.
+    pub fn unpin(&mut self, fv: &FileVersionId) {
+        let Some(n) = self.pins.get_mut(fv) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.pins.remove(fv);
+            let u = self.fv_usage(fv);
+            for t in 0..2 {
+                self.pinned_bytes[t] -= u.bytes[t] - u.pinned[t];
+            }
+        }
+    }
+
+    /// Bytes in `tier` that eviction can never free.
+    pub fn pinned(&self, tier: TierKind) -> u64 {
+        self.pinned_bytes[tier as usize]
     }
 
     /// Pins every chunk of `fv` (present or future) until `unhold`.
@@ -156,7 +272,10 @@ impl Residency {
     }
 
     fn evictable(&self, key: &ChunkKey, e: &Entry) -> bool {
-        e.readers == 0 && !e.leaving && !self.held.contains_key(&key.fv)
+        e.readers == 0
+            && !e.leaving
+            && !self.held.contains_key(&key.fv)
+            && !self.pins.contains_key(&key.fv)
     }
 
     pub fn budget(&self, tier: TierKind) -> Option<Budget> {
@@ -225,10 +344,18 @@ impl Residency {
             self.unlink(key, &old);
         }
         let t = e.tier as usize;
-        self.used[t] += u64::from(e.len);
+        let len = u64::from(e.len);
+        self.used[t] += len;
         let u = self.per_fv.entry(key.fv).or_default();
-        u.bytes[t] += u64::from(e.len);
+        u.bytes[t] += len;
         u.chunks[t] += 1;
+        if e.pinned {
+            u.pinned[t] += len;
+        }
+        if e.pinned || self.pins.contains_key(&key.fv) {
+            self.pinned_bytes[t] += len;
+        }
+        self.count(&key.fv, t, len, true);
         if !e.pinned {
             self.lru[t].insert(e.tick, key);
         }
@@ -237,15 +364,23 @@ impl Residency {
 
     fn unlink(&mut self, key: ChunkKey, e: &Entry) {
         let t = e.tier as usize;
-        self.used[t] -= u64::from(e.len);
+        let len = u64::from(e.len);
+        self.used[t] -= len;
         self.lru[t].remove(&e.tick);
         if let Some(u) = self.per_fv.get_mut(&key.fv) {
-            u.bytes[t] -= u64::from(e.len);
+            u.bytes[t] -= len;
             u.chunks[t] -= 1;
+            if e.pinned {
+                u.pinned[t] -= len;
+            }
             if u.chunks == [0, 0] {
                 self.per_fv.remove(&key.fv);
             }
         }
+        if e.pinned || self.pins.contains_key(&key.fv) {
+            self.pinned_bytes[t] -= len;
+        }
+        self.count(&key.fv, t, len, false);
         self.dirty.remove(&key);
     }
 
@@ -451,6 +586,42 @@ mod tests {
         assert_eq!(evicted, vec![key(1)]);
     }
 
+    #[test]
+    fn groups_start_from_what_is_resident_and_pins_release() {
+        let mut r = Residency::new(Some(BUDGET), Some(BUDGET));
+        assert!(put(&mut r, key(0), 100, false).1); // fv 0
+        assert!(put(&mut r, key(1), 50, true).1); // fv 1, spec-pinned
+        let g: GroupKey = ("ds".into(), 3);
+        r.add_group(g.clone(), [key(0).fv, key(1).fv, key(2).fv]);
+        assert_eq!(r.group_bytes(&g), Some([150, 0]));
+        // A move memory → disk shows in the tiers of the group.
+        let e = r.remove(&key(0)).unwrap();
+        assert_eq!(r.reserve(TierKind::Disk, 100), Room::Reserved);
+        r.commit(TierKind::Disk, key(0), e);
+        assert_eq!(r.group_bytes(&g), Some([50, 100]));
+        // Prewarm pins count once per file version and come off again.
+        assert_eq!(r.pinned(TierKind::Memory), 50);
+        r.pin(key(1).fv);
+        r.pin(key(0).fv);
+        r.pin(key(0).fv);
+        assert_eq!(
+            (r.pinned(TierKind::Memory), r.pinned(TierKind::Disk)),
+            (50, 100)
+        );
+        r.unpin(&key(0).fv);
+        assert_eq!(r.pinned(TierKind::Disk), 100);
+        r.unpin(&key(0).fv);
+        r.unpin(&key(1).fv);
+        assert_eq!(
+            (r.pinned(TierKind::Memory), r.pinned(TierKind::Disk)),
+            (50, 0)
+        );
+        r.remove_group(&g);
+        assert_eq!(r.group_bytes(&g), None);
+        assert!(r.remove(&key(1)).is_some());
+        assert_eq!(r.pinned(TierKind::Memory), 0);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Put(u32, u32, bool),
@@ -474,6 +645,12 @@ mod tests {
         #[test]
         fn matches_reference_model(ops in proptest::collection::vec(op(), 1..200)) {
             let mut r = Residency::new(Some(BUDGET), None);
+            let fv = |f: u8| FileVersionId([f; 16]);
+            // Two overlapping groups, registered before any chunk arrives;
+            // file version 2 is pinned by a prewarm (never evicted).
+            r.add_group(("a".into(), 1), [fv(0), fv(1)]);
+            r.add_group(("b".into(), 1), [fv(1), fv(2)]);
+            r.pin(fv(2));
             let mut model: BTreeMap<ChunkKey, (u32, bool, u64)> = BTreeMap::new();
             let mut clock = 0u64;
             for op in ops {
@@ -483,7 +660,7 @@ mod tests {
                         let k = key(k);
                         if model.contains_key(&k) { continue; }
                         let before: Vec<_> = model.iter()
-                            .filter(|(_, v)| !v.1)
+                            .filter(|(k, v)| !v.1 && k.fv.0[0] != 2)
                             .map(|(k, v)| (v.2, *k))
                             .collect();
                         let (evicted, ok) = put(&mut r, k, len, pinned);
@@ -517,10 +694,18 @@ mod tests {
                 prop_assert_eq!(r.used(TierKind::Memory), used);
                 prop_assert!(used <= BUDGET.quota);
                 for (k, v) in &model {
-                    if v.1 { prop_assert!(r.get(k).is_some(), "pinned chunk evicted"); }
+                    if v.1 || k.fv.0[0] == 2 { prop_assert!(r.get(k).is_some(), "pinned chunk evicted"); }
                 }
                 let per_fv: u64 = (0..3u8).map(|f| r.fv_usage(&FileVersionId([f; 16])).bytes[0]).sum();
                 prop_assert_eq!(per_fv, used);
+                // Locality counters equal a scan of the model.
+                let of = |fvs: &[u8]| -> u64 {
+                    model.iter().filter(|(k, _)| fvs.contains(&k.fv.0[0])).map(|(_, v)| u64::from(v.0)).sum()
+                };
+                prop_assert_eq!(r.group_bytes(&("a".into(), 1)), Some([of(&[0, 1]), 0]));
+                prop_assert_eq!(r.group_bytes(&("b".into(), 1)), Some([of(&[1, 2]), 0]));
+                let pinned: u64 = model.iter().filter(|(k, v)| v.1 || k.fv.0[0] == 2).map(|(_, v)| u64::from(v.0)).sum();
+                prop_assert_eq!(r.pinned(TierKind::Memory), pinned);
             }
         }
     }

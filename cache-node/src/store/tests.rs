@@ -145,6 +145,7 @@ fn pinned_chunks_stay_and_overflow_is_served_uncached() {
             Placement {
                 policy: TierPolicy::DiskOnly,
                 pin: true,
+                only: None,
             },
         );
         store.read(&pinned, 0, pinned.size).await.unwrap();
@@ -153,6 +154,7 @@ fn pinned_chunks_stay_and_overflow_is_served_uncached() {
             Placement {
                 policy: TierPolicy::DiskOnly,
                 pin: false,
+                only: None,
             },
         );
         let got = store.read(&other, 0, other.size).await.unwrap();
@@ -193,6 +195,7 @@ fn corrupt_refetch_is_refused_against_the_recorded_hash() {
             Placement {
                 policy: TierPolicy::MemoryOnly,
                 pin: false,
+                only: None,
             },
         );
         {
