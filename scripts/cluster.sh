@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # A 3-node Shoal cluster on this machine (loopback ports), meshed over QUIC
 # with mutual TLS: creates a cluster CA and one certificate per node, starts
-# the nodes seeded with node-0, creates the sample dataset on node-0 and
-# reads it through node-2. Stops the nodes on exit (KEEP=1 leaves them up).
+# the nodes seeded with node-0, creates the sample dataset on node-0,
+# prewarms it to every node (each byte leaves the origin once; the nodes
+# feed each other), shows its locality, and reads it through node-2. Stops
+# the nodes on exit (KEEP=1 leaves them up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -35,6 +37,9 @@ for _ in $(seq 100); do [ "$(ctl --endpoint 127.0.0.1:27072 nodes -o json | grep
 ctl --endpoint 127.0.0.1:27072 nodes
 ctl --endpoint 127.0.0.1:27070 create sample --source "file://$sample"
 for _ in $(seq 100); do ctl --endpoint 127.0.0.1:27072 get sample >/dev/null 2>&1 && break; sleep 0.1; done
+ctl --endpoint 127.0.0.1:27070 prewarm sample --all-nodes --wait
+for _ in $(seq 20); do [ "$(ctl --endpoint 127.0.0.1:27071 locality sample -o json | grep -c '"resident_bytes": 0')" = 0 ] && break; sleep 0.25; done
+ctl --endpoint 127.0.0.1:27071 locality sample
 f=$(cd "$sample" && find . -type f -size +1M | head -1 | sed 's|^\./||')
 ctl --endpoint 127.0.0.1:27072 cat sample "$f" | cmp - "$sample/$f" && echo "cluster: node-2 served $f identical to the origin"
 ctl --endpoint 127.0.0.1:27071 cat sample "$f" | cmp - "$sample/$f" && echo "cluster: node-1 served $f identical to the origin"
