@@ -18,6 +18,15 @@
 #   4. peer-warm read: node B reads what node A has cached (A weighted to own
 #      ~every chunk), against an openssl s_server -> s_client TLS transfer of
 #      the same bytes between the same two namespaces
+#   5. prewarm: one node's `dataset-ctl prewarm --wait` of the object against
+#      one plain GET of it over the same link and size / link; then a prewarm
+#      to all N nodes at once (slowest node / (size / link), origin bytes)
+#   6. the Fluid experiment: a FLUID_MIB (1188 = 1.16 GiB) safetensors model
+#      loaded through a FUSE mount (header, then every tensor): cold, after a
+#      prewarm to the disk tier, after a prewarm to the memory tier (fresh
+#      mount, page cache dropped each time)
+#
+# SCENARIOS selects (default "1 2 3 4 5 6").
 #
 # Environment: N (4), SIZE_MIB (1024), ORIGIN_RATE (800mbit), HOST_RATE
 # (empty = unshaped), CHUNK_SIZE (4MiB), SUBNET (10.77.0), READ_TIMEOUT
@@ -34,9 +43,12 @@ SUBNET="${SUBNET:-10.77.0}"
 READ_TIMEOUT="${READ_TIMEOUT:-600}"
 ETAG_HASH="${ETAG_HASH:-MD5}"
 KEEP_LOGS="${KEEP_LOGS:-1}"
+SCENARIOS=" ${SCENARIOS:-1 2 3 4 5 6} "
+FLUID_MIB="${FLUID_MIB:-1188}"
 BIN="${SHOAL_BIN:-${CARGO_TARGET_DIR:-/var/tmp/shoal-target}/release}"
 CACHE_NODE="$BIN/cache-node"
 CTL="$BIN/dataset-ctl"
+FUSE_CLIENT="$BIN/fuse-client"
 
 AK=shoalmeshbench
 SK=shoal-mesh-bench-secret-5d1f
@@ -70,7 +82,7 @@ RCLONE="${RCLONE:-$(command -v rclone || true)}"
 if [[ "$RCLONE" == */shims/* ]] && command -v pyenv >/dev/null; then
   RCLONE="$(pyenv which rclone)"
 fi
-for b in "$CACHE_NODE" "$CTL"; do
+for b in "$CACHE_NODE" "$CTL" "$FUSE_CLIENT"; do
   [ -x "$b" ] || die "missing $b; build with: CARGO_TARGET_DIR=/var/tmp/shoal-target cargo build --release -p shoal-cache-node -p dataset-ctl"
 done
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 2 ] && [ "$N" -le 200 ] || die "N must be an integer in 2..200 (got $N)"
@@ -79,7 +91,7 @@ SIZE=$((SIZE_MIB << 20))
 # Memory tier big enough to hold the object with room below the 0.95 watermark.
 MEM_MIB=$(( SIZE_MIB * 3 / 2 > 2048 ? SIZE_MIB * 3 / 2 : 2048 ))
 shm_free_mib=$(df -Pm /dev/shm | awk 'NR==2 {print $4}')
-need_mib=$(( SIZE_MIB * (N + 2) ))
+need_mib=$(( SIZE_MIB * (N + 2) + FLUID_MIB * 3 ))
 [ "$shm_free_mib" -gt "$need_mib" ] || die "/dev/shm has ${shm_free_mib} MiB free; need about ${need_mib} MiB (origin object + N memory tiers)"
 
 # ---------------------------------------------------------------------------
@@ -144,6 +156,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 host_ip() { echo "$SUBNET.$((10 + $1))"; }
+want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 nsx() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 now_ns() { date +%s%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b - a) / 1e9}'; }
@@ -151,8 +164,8 @@ div() { awk -v a="$1" -v b="$2" -v f="${3:-%.3f}" 'BEGIN {if (b == 0) print "n/a
 mbps() { awk -v bytes="$1" -v s="$2" 'BEGIN {if (s <= 0) print "n/a"; else printf "%.1f", bytes / s / 1e6}'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a != "n/a" && a + 0 <= b + 0)}'; }
 ge() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a != "n/a" && a + 0 >= b + 0)}'; }
-verdict_le() { if le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
-verdict_ge() { if ge "$1" "$2"; then echo PASS; else echo FAIL; fi; }
+verdict_le() { if [ "$1" = n/a ]; then echo "not run"; elif le "$1" "$2"; then echo PASS; else echo FAIL; fi; }
+verdict_ge() { if [ "$1" = n/a ]; then echo "not run"; elif ge "$1" "$2"; then echo PASS; else echo FAIL; fi; }
 
 CLK_TCK=$(getconf CLK_TCK)
 # Machine-wide CPU: "busy_ticks total_ticks" from /proc/stat.
@@ -235,6 +248,11 @@ setup_origin() {
   local s; s=$(now_ns)
   head -c "$SIZE" /dev/urandom > "$OBJ_PATH"
   say "generated $OBJ_PATH ($SIZE bytes, tmpfs) in $(secs "$s" "$(now_ns)") s"
+  # rclone lists buckets once: the Fluid model's bucket must exist first.
+  if want 6; then
+    mkdir -p "$ORIGIN_ROOT/fluid"
+    make_safetensors "$ORIGIN_ROOT/fluid/model.safetensors"
+  fi
   local etag=()
   [ -n "$ETAG_HASH" ] && [ "$ETAG_HASH" != none ] && etag=("--etag-hash=$ETAG_HASH")
   ip netns exec "$NS_O" "$RCLONE" serve s3 --addr "$ORIGIN_IP:$ORIGIN_PORT" "--auth-key=$AK,$SK" "${etag[@]}" \
@@ -579,6 +597,157 @@ scenario_pair() {
   rm -rf "$WORK/s4" "$SHM"/s4-*
 }
 
+# Runs `dataset-ctl prewarm ... --wait -o json` on host $1 (args after);
+# sets PW_SECS (launch to Complete), PW_JSON (the final job document).
+prewarm_wait() {
+  local i=$1 s e
+  shift
+  s=$(now_ns)
+  PW_JSON=$(ctl "$i" prewarm "$@" --wait -o json 2>"$WORK/prewarm.err") ||
+    { say "PROBLEM: prewarm failed: $(head -c 400 "$WORK/prewarm.err")"; PW_JSON='{}'; }
+  e=$(now_ns)
+  PW_SECS=$(secs "$s" "$e")
+}
+
+scenario_prewarm() {
+  step "5. prewarm of ${SIZE_MIB} MiB: one node, then all $N nodes at once"
+  local plain code tot st sz i idx=()
+  read -r code tot st sz <<<"$(s3_get 0 "0-$((SIZE - 1))")"
+  PG=$tot
+  say "plain GET of the whole object from host-0: HTTP $code, $sz bytes in $tot s ($(mbps "$sz" "$tot") MB/s)"
+  local ideal
+  ideal=$(awk -v b="$SIZE" -v m="$ORIGIN_LINK_MBPS" 'BEGIN {printf "%.2f", b / (m * 1e6)}')
+  # shellcheck disable=SC2046
+  start_node 0 s5a $(node_flags)
+  wait_ready 0 s5a
+  create_dataset 0
+  prewarm_wait 0 "$DATASET"
+  P1=$PW_SECS
+  say "one node: prewarm --wait took $P1 s, state $(jq -r .state <<<"$PW_JSON"), $(jq -r .done_bytes <<<"$PW_JSON") bytes"
+  P1R=$(div "$(mbps "$SIZE" "$P1")" "$ORIGIN_LINK_MBPS")
+  P1G=$(div "$PG" "$P1")
+  say "prewarm rate / link rate ($ORIGIN_LINK_MBPS MB/s, size / link = $ideal s): $P1R; plain GET time / prewarm time: $P1G"
+  stop_nodes
+  rm -rf "$WORK/s5a" "$SHM"/s5a-*
+
+  for ((i = 0; i < N; i++)); do idx+=("$i"); done
+  for i in "${idx[@]}"; do
+    local seed=()
+    [ "$i" -gt 0 ] && seed=(--seed "$(host_ip 0):$PEER_PORT")
+    # shellcheck disable=SC2046
+    start_node "$i" s5b $(node_flags) "${seed[@]}"
+  done
+  for i in "${idx[@]}"; do wait_ready "$i" s5b; done
+  wait_members "$N" "${idx[@]}"
+  create_dataset 0
+  wait_dataset "${idx[@]:1}"
+  local tx0 tx1 ob0 ob1 pb0 pb1
+  tx0=$(origin_tx); ob0=$(metric_sum shoal_origin_bytes_total "${idx[@]}"); pb0=$(metric_sum shoal_peer_bytes_total "${idx[@]}")
+  prewarm_wait 0 "$DATASET" --all-nodes
+  tx1=$(origin_tx); ob1=$(metric_sum shoal_origin_bytes_total "${idx[@]}"); pb1=$(metric_sum shoal_peer_bytes_total "${idx[@]}")
+  PN=$PW_SECS
+  jq -r '.parts[] | "  \(.node): \(.state) \(.done_bytes) bytes in \((.finished_unix_ms - .started_unix_ms) / 1000) s, origin \(.origin_bytes), peers \(.peer_bytes)"' <<<"$PW_JSON" || true
+  PNR=$(awk -v t="$PN" -v i="$ideal" 'BEGIN {printf "%.2f", t / i}')
+  PNO=$(div $((ob1 - ob0)) "$SIZE")
+  PNW=$(div $((tx1 - tx0)) "$SIZE")
+  say "all $N nodes: prewarm --all-nodes --wait took $PN s (launch to Complete on every node); / (size / link): $PNR"
+  say "origin bytes / size: nodes $PNO, origin veth tx $PNW; peer bytes $((pb1 - pb0)) ($(div $((pb1 - pb0)) "$SIZE") x size)"
+  check_alive s5b "${idx[@]}"
+  stop_nodes
+  rm -rf "$WORK/s5b" "$SHM"/s5b-*
+}
+
+# A safetensors file: 8-byte little-endian header length, JSON header, then
+# the tensors' bytes (random), FLUID_MIB in all.
+make_safetensors() { # path
+  python3 - "$1" "$FLUID_MIB" <<'PY'
+import json, os, struct, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+total = mib << 20
+tensors, off, i = {}, 0, 0
+sizes = []
+while off < total - (64 << 10):
+    n = min(64 << 20 if i % 3 else 24 << 20, total - (64 << 10) - off)
+    n -= n % 2
+    tensors[f"layers.{i}.weight"] = {"dtype": "BF16", "shape": [n // 2], "data_offsets": [off, off + n]}
+    sizes.append(n); off += n; i += 1
+header = json.dumps(tensors).encode()
+header += b" " * (-(8 + len(header)) % 8)
+with open(path, "wb") as f:
+    f.write(struct.pack("<Q", len(header))); f.write(header)
+    for n in sizes:
+        f.write(os.urandom(n))
+PY
+}
+
+# Loads a safetensors file the way the safetensors library does: read the
+# header, mmap the file, touch every tensor; prints seconds.
+load_model() { # path
+  python3 - "$1" <<'PY'
+import json, mmap, struct, sys, time
+t0 = time.time()
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    base, total = 8 + n, 0
+    for name, t in header.items():
+        a, b = t["data_offsets"]
+        total += len(bytes(m[base + a:base + b]))
+    m.close()
+print(f"{time.time() - t0:.2f} {total}")
+PY
+}
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+scenario_fluid() {
+  step "6. the Fluid experiment: a ${FLUID_MIB} MiB safetensors model through a FUSE mount, origin $ORIGIN_RATE"
+  local fsize ideal mnt="$WORK/fluid-mnt" fpid out
+  fsize=$(stat -c %s "$ORIGIN_ROOT/fluid/model.safetensors")
+  ideal=$(awk -v b="$fsize" -v m="$ORIGIN_LINK_MBPS" 'BEGIN {printf "%.2f", b / (m * 1e6)}')
+  say "model: $fsize bytes; size / link ($ORIGIN_LINK_MBPS MB/s) = $ideal s"
+  nsx "${NS_H[0]}" curl -s -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" --user "$AK:$SK" -r 0-0 \
+    "http://$ORIGIN_IP:$ORIGIN_PORT/fluid/model.safetensors" # ETag computed outside the timings
+  mount_model() {
+    mkdir -p "$mnt"
+    "$FUSE_CLIENT" --endpoint "unix://$WORK/s6/node-0/node.sock" --dataset fluid --ready-file "$WORK/fluid.ready" \
+      "$mnt" > "$LOGS/s6-fuse.log" 2>&1 &
+    fpid=$!
+    for _ in $(seq 200); do [ -f "$WORK/fluid.ready" ] && break; sleep 0.05; done
+    [ -f "$WORK/fluid.ready" ] || die "fuse-client did not mount (log $LOGS/s6-fuse.log)"
+  }
+  umount_model() { stop_pids "$fpid"; rm -f "$WORK/fluid.ready"; }
+  # shellcheck disable=SC2046
+  start_node 0 s6 $(node_flags)
+  wait_ready 0 s6
+  ctl 0 create fluid --source "s3://fluid" --s3-endpoint "http://$ORIGIN_IP:$ORIGIN_PORT" --chunk-size "$CHUNK_SIZE" >/dev/null
+  drop_caches; mount_model
+  read -r F_COLD out <<<"$(load_model "$mnt/model.safetensors")"
+  umount_model
+  say "cold load through the mount: $F_COLD s ($out tensor bytes)"
+  ctl 0 evict fluid --wait >/dev/null
+  prewarm_wait 0 fluid --tier disk
+  F_PD=$PW_SECS
+  F_PDR=$(awk -v t="$F_PD" -v i="$ideal" 'BEGIN {printf "%.2f", t / i}')
+  say "prewarm to the disk tier: $F_PD s ($(jq -r .state <<<"$PW_JSON")); / (size / link): $F_PDR"
+  drop_caches; mount_model
+  read -r F_DISK out <<<"$(load_model "$mnt/model.safetensors")"
+  umount_model
+  say "load after prewarm to disk (fresh mount, page cache dropped): $F_DISK s"
+  prewarm_wait 0 fluid --tier memory
+  F_PM=$PW_SECS
+  say "prewarm to the memory tier (promotion from disk): $F_PM s ($(jq -r .state <<<"$PW_JSON"))"
+  drop_caches; mount_model
+  read -r F_MEM out <<<"$(load_model "$mnt/model.safetensors")"
+  umount_model
+  say "load after prewarm to memory (fresh mount, page cache dropped): $F_MEM s"
+  F_RATIO=$(div "$F_COLD" "$F_MEM" "%.1f")
+  say "cold / memory-warm: $F_RATIO x (Fluid published: 64.9 s cold, 6.3 s warm, 10x; its warm-up of 1.16 GiB took 34 s)"
+  stop_nodes
+  rm -rf "$WORK/s6" "$SHM"/s6-*
+}
+
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -592,16 +761,26 @@ setup_network
 setup_origin
 issue_certs
 
-scenario_alone
-scenario_mesh s2 "2. $N nodes at once, peer exchange (QUIC mesh, mutual TLS)"
-T2=$RES_T; OK2=$RES_OK; O2=$RES_O; W2=$RES_W; W2N=$RES_WN
-R2=$(div "$T2" "$T1" "%.2f")
-say "ratio to one node alone: $R2"
-scenario_mesh s3 "3. $N nodes at once, --no-peer-fetch (every node reads the origin)" --no-peer-fetch
-T3=$RES_T; OK3=$RES_OK; O3=$RES_O; W3=$RES_W; W3N=$RES_WN
-R3=$(div "$T3" "$T1" "%.2f")
-say "ratio to one node alone: $R3"
-scenario_pair
+T1=n/a OK1=1 O1=n/a W1=1 T2=n/a OK2=1 O2=n/a W2=n/a W2N=n/a R2=n/a T3=n/a OK3=1 O3=n/a W3N=n/a R3=n/a
+T4B=n/a MB4=n/a OK4=1 PF4=n/a TTLS=n/a MBTLS=n/a RATIO4=n/a
+want 1 && scenario_alone
+if want 2; then
+  scenario_mesh s2 "2. $N nodes at once, peer exchange (QUIC mesh, mutual TLS)"
+  T2=$RES_T; OK2=$RES_OK; O2=$RES_O; W2=$RES_W; W2N=$RES_WN
+  R2=$(div "$T2" "$T1" "%.2f")
+  say "ratio to one node alone: $R2"
+fi
+if want 3; then
+  scenario_mesh s3 "3. $N nodes at once, --no-peer-fetch (every node reads the origin)" --no-peer-fetch
+  T3=$RES_T; OK3=$RES_OK; O3=$RES_O; W3=$RES_W; W3N=$RES_WN
+  R3=$(div "$T3" "$T1" "%.2f")
+  say "ratio to one node alone: $R3"
+fi
+want 4 && scenario_pair
+P1=n/a P1R=n/a P1G=n/a PG=n/a PN=n/a PNR=n/a PNO=n/a PNW=n/a
+want 5 && scenario_prewarm
+F_COLD=n/a F_DISK=n/a F_MEM=n/a F_PD=n/a F_PM=n/a F_RATIO=n/a F_PDR=n/a
+want 6 && scenario_fluid
 
 ok() { [ "$1" = 1 ] && echo "" || echo " (READ FAILED)"; }
 step "summary (N=$N, ${SIZE_MIB} MiB object, origin link $ORIGIN_RATE, measured ${ORIGIN_LINK_MBPS} MB/s for one GET; MB = 10^6 B)"
@@ -620,6 +799,15 @@ printf "$fmt" "4. peer-warm read on B (A owns ~all chunks)" "$T4B s, $MB4 MB/s$(
 printf "$fmt" "   fraction of B's bytes from peers" "$PF4" "~ 1" "info"
 printf "$fmt" "   TLS over TCP, same bytes A -> B (openssl)" "$TTLS s, $MBTLS MB/s" "" ""
 printf "$fmt" "   Shoal peer MB/s / TLS MB/s" "$RATIO4" ">= 0.80" "$(verdict_ge "$RATIO4" 0.8)"
+printf "$fmt" "5. one node: prewarm --wait, size / time vs link" "$P1 s, $P1R" ">= 0.95" "$(verdict_ge "$P1R" 0.95)"
+printf "$fmt" "   plain GET of the object / prewarm time" "$PG s, $P1G" "" "info"
+printf "$fmt" "   $N nodes: prewarm --all-nodes / (size / link)" "$PN s, $PNR" "<= 1.2" "$(verdict_le "$PNR" 1.2)"
+printf "$fmt" "   origin bytes / size (nodes | veth tx)" "$PNO | $PNW" "<= 1.02" "$(verdict_le "$PNO" 1.02)"
+printf "$fmt" "6. Fluid: ${FLUID_MIB} MiB model load, cold" "$F_COLD s" "" "Fluid 64.9 s"
+printf "$fmt" "   prewarm to disk / (size / link)" "$F_PD s, $F_PDR" "" "Fluid 34 s"
+printf "$fmt" "   load after prewarm to disk" "$F_DISK s" "" ""
+printf "$fmt" "   load after prewarm to memory" "$F_MEM s" "" "Fluid 6.3 s"
+printf "$fmt" "   cold / memory-warm" "$F_RATIO" "" "Fluid 10x"
 say ""
 say "load average: start $LOAD_START, end $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores; other work shares this machine, so figures are noisy"
 say "total runtime $(secs "$START" "$(now_ns)") s"
