@@ -79,6 +79,9 @@ pub struct MeshSection {
     pub tls_dir: Option<PathBuf>,
     /// A member silent this long (ms) is declared dead (default 3000).
     pub dead_after_ms: Option<u64>,
+    /// Chunk requests served to peers at once (default 8); past it, an
+    /// owner redirects askers to other holders.
+    pub serve_concurrency: Option<usize>,
 }
 
 /// The configuration file.
@@ -202,7 +205,7 @@ impl Config {
                 // At least three heartbeat rounds fit in the detector's delay.
                 interval: (dead_after / 3).min(std::time::Duration::from_millis(500)),
                 dead_after,
-                serve_concurrency: 8,
+                serve_concurrency: self.mesh.serve_concurrency.unwrap_or(8).max(1),
                 corrupt_served_chunks: std::env::var("SHOAL_TEST_CORRUPT_PEER").is_ok_and(|v| v == "1"),
             }),
             _ => {

@@ -37,6 +37,10 @@ struct Args {
     /// (default 3000); also the most a frozen peer can cost a reader.
     #[arg(long, help_heading = "Mesh")]
     peer_dead_after_ms: Option<u64>,
+    /// Chunk requests served to peers at once (default 8); when all are
+    /// busy, askers are redirected to other nodes holding the chunk.
+    #[arg(long, help_heading = "Mesh")]
+    peer_serve_concurrency: Option<usize>,
     /// Join the mesh (membership, catalog) but never fetch chunks from peers
     /// (every node reads the origin itself; for comparisons).
     #[arg(long, help_heading = "Mesh")]
@@ -240,6 +244,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.peer_dead_after_ms.is_some() {
         cfg.mesh.dead_after_ms = args.peer_dead_after_ms;
+    }
+    if args.peer_serve_concurrency.is_some() {
+        cfg.mesh.serve_concurrency = args.peer_serve_concurrency;
     }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
     let token = match &args.api_token_file {

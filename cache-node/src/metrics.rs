@@ -39,6 +39,10 @@ pub struct Metrics {
     pub peer_corrupt: Counter,
     /// Peer chunk requests that failed (unreachable, timeout, error).
     pub peer_errors: Counter,
+    /// Owners that answered a chunk request with a redirect to holders.
+    pub peer_redirects: Counter,
+    /// Verified chunk bytes received from holders other than the owner.
+    pub peer_holder_bytes: Counter,
 }
 
 impl Metrics {
@@ -115,6 +119,16 @@ impl Metrics {
             "peer_errors",
             "Failed peer chunk requests",
             self.peer_errors.clone(),
+        );
+        reg.register(
+            "peer_redirects",
+            "Chunk requests an owner redirected to other holders",
+            self.peer_redirects.clone(),
+        );
+        reg.register(
+            "peer_holder_bytes",
+            "Verified chunk bytes received from holders other than the owner",
+            self.peer_holder_bytes.clone(),
         );
         let mut out = String::new();
         encode(&mut out, &registry).expect("writing to a String cannot fail");

@@ -339,8 +339,15 @@ impl Node {
         };
         let (mut file, _) = self.file_ref(Some(&p)).await?;
         file.locator = None;
-        let start = u64::from(f.index) * file.chunk_size;
-        let data = self.store.read(&file, start, file.chunk_size).await?;
+        let data = if f.resident_only {
+            self.store
+                .read_resident(&file, f.index)
+                .await?
+                .ok_or_else(|| NodeError::BadRequest("chunk is not resident here".into()))?
+        } else {
+            let start = u64::from(f.index) * file.chunk_size;
+            self.store.read(&file, start, file.chunk_size).await?
+        };
         // The hash recorded when the chunk was verified; only bytes that were
         // served without being cached (no room) need hashing here.
         let hash = match self.store.chunk_hash(file.fv, f.index)? {
@@ -1027,6 +1034,12 @@ impl MeshHost for Node {
 
     fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), String> {
         Node::import_dataset(self, export).map_err(|e| e.to_string())
+    }
+
+    fn recorded_hash(&self, f: &v1::FetchChunk) -> Option<[u8; 32]> {
+        let entry = self.catalog().stat(&f.dataset, f.version, &f.path).ok()?;
+        let fv = FileVersionId::from_slice(&entry.file_version)?;
+        self.store.chunk_hash(fv, f.index).ok().flatten()
     }
 
     fn serve_chunk<'a>(

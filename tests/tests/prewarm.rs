@@ -276,7 +276,8 @@ fn a_node_restarted_during_a_job_resumes_its_part() {
     let loc = locality(&fx.node, "ds");
     let name = loc["nodes"][0]["id"].as_str().unwrap().to_string();
     assert_locality_matches_files(&loc, &fx.node, &name, 1);
-    // After another restart the figures are the same, and still true.
+    // After another (clean) restart the figures are the same, and still true.
+    assert_eq!(fx.node.proc.as_mut().unwrap().terminate(), Some(0));
     fx.node.restart().unwrap();
     let loc2 = locality(&fx.node, "ds");
     assert_eq!(
@@ -351,4 +352,48 @@ fn a_prewarm_that_does_not_fit_is_refused_and_changes_nothing() {
         Some(40 * MIB as u64)
     );
     assert_eq!(on_disk(&fx.node).0, 0, "nothing left in the memory tier");
+}
+
+#[test]
+fn a_busy_owner_redirects_to_holders_whose_bytes_are_checked_against_its_hash() {
+    let big = pattern(81, 16 * MIB);
+    let fx = Fixture::new("MD5", &[("f.bin".into(), big.clone())], NodeOpts::default());
+    let slow = CountingProxy::start_throttled(&fx.s3.endpoint, Some(2 * MIB as u64)).unwrap();
+    // node-0's tiers outweigh the others' by far in rendezvous hashing, so
+    // it owns every chunk, and it serves peers one request at a time.
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 3, |i| {
+        if i == 0 {
+            NodeOpts {
+                disk_quota: "400GiB".into(),
+                args: vec!["--peer-serve-concurrency".into(), "1".into()],
+                ..NodeOpts::default()
+            }
+        } else {
+            NodeOpts::default()
+        }
+    })
+    .unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &slow.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    let listing = slow.ranged_gets();
+    let j = json(&nodes[1].ctl(&["prewarm", "ds", "--all-nodes", "--wait", "-o", "json"]));
+    assert_eq!(j["state"], "Complete", "{j:#}");
+    assert_eq!(
+        slow.ranged_gets() - listing,
+        16,
+        "each chunk from the origin once"
+    );
+    let sum = |series: &str| nodes.iter().map(|n| n.metric(series)).sum::<f64>();
+    assert!(sum("shoal_peer_redirects_total") > 0.0);
+    assert!(
+        sum("shoal_peer_holder_bytes_total") > 0.0,
+        "no node pulled a chunk from a holder other than the owner"
+    );
+    assert_eq!(sum("shoal_peer_corrupt_chunks_total"), 0.0);
+    // And the bytes are right on every node.
+    for n in &nodes {
+        assert!(n.ctl_ok(&["cat", "ds", "f.bin"]) == big);
+    }
 }

@@ -542,11 +542,20 @@ impl Jobs {
         for pass in 0..PASSES {
             // Owned items: a closure over borrowed ones is not `Send` enough
             // for a spawned task.
-            let chunks: Vec<(usize, u32)> = files
+            let mut chunks: Vec<(usize, u32)> = files
                 .iter()
                 .enumerate()
                 .flat_map(|(n, f)| (0..ChunkStore::chunk_count(f)).map(move |i| (n, i)))
                 .collect();
+            // Each target starts at its own place in the selection, so the
+            // targets of one job ask for different chunks at first and then
+            // find them at each other (a pipeline, not N requests at once
+            // to one owner for the same chunk).
+            if !chunks.is_empty() {
+                let start = blake3::hash(self.me.as_bytes()).as_bytes()[0] as usize;
+                let by = start * chunks.len() / 256;
+                chunks.rotate_left(by);
+            }
             let store = self.store.clone();
             let mut work = futures::stream::iter(chunks)
                 .map(|(n, i)| {

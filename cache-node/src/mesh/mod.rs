@@ -9,7 +9,13 @@
 //! - Chunks: each chunk has an owner by capacity-weighted rendezvous
 //!   hashing over live members ([`rendezvous`]). A node missing a chunk
 //!   asks the owner, which fetches it from the origin once (its own misses
-//!   share one flight) and serves it. Bytes from a peer are verified with
+//!   share one flight) and serves it. The owner remembers who it served
+//!   (they hold the chunk now); when all its serving slots are busy it
+//!   redirects the asker to those holders with the hash it recorded, and
+//!   the asker pulls from a holder in its own zone first, then the one it
+//!   has the fewest requests in flight to, and checks the bytes against the
+//!   owner's hash — so a fan-out to many targets is fed by the targets
+//!   themselves, not N times by one owner. Bytes from a peer are verified with
 //!   blake3 before use; a mismatch counts against the peer and the next
 //!   node in rendezvous order is asked, and only when none can serve does
 //!   the node go to the origin itself.
@@ -92,7 +98,10 @@ pub trait MeshHost: Send + Sync {
     fn dataset_digests(&self) -> Vec<v1::DatasetDigest>;
     fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String>;
     fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), String>;
-    /// A chunk for a peer, with the blake3 recorded for it.
+    /// The blake3 this node recorded for a chunk when it first fetched it.
+    fn recorded_hash(&self, f: &v1::FetchChunk) -> Option<[u8; 32]>;
+    /// A chunk for a peer, with the blake3 recorded for it (only if
+    /// resident when `f.resident_only`).
     fn serve_chunk<'a>(
         &'a self,
         f: &'a v1::FetchChunk,
@@ -123,6 +132,13 @@ pub struct Mesh {
     conns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
     node: Weak<dyn MeshHost>,
     me: Weak<Mesh>,
+    /// Owner's view: members that fetched a chunk from this node (and so
+    /// hold it), for redirects when this node is busy.
+    holders: Mutex<HashMap<ChunkName, Vec<String>>>,
+    /// Chunk requests this node has in flight, per peer ("least loaded").
+    inflight: Mutex<HashMap<String, usize>>,
+    /// Wakes requests waiting for a serving slot when a holder is added.
+    holders_changed: tokio::sync::Notify,
     serve_permits: Semaphore,
     tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
@@ -173,6 +189,9 @@ impl Mesh {
             conns: Mutex::new(HashMap::new()),
             node,
             me: weak.clone(),
+            holders: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            holders_changed: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             cancel,
         });
@@ -270,23 +289,7 @@ impl Mesh {
                 self.absorb(&node, g);
                 Ok(PResp::Gossip(self.gossip_message(node.as_ref())))
             }
-            Some(PReq::Fetch(f)) => {
-                let _permit = self
-                    .serve_permits
-                    .acquire()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (mut data, hash) = node.serve_chunk(&f).await?;
-                if self.cfg.corrupt_served_chunks && !data.is_empty() {
-                    let mut v = data.to_vec();
-                    v[0] ^= 0xff;
-                    data = Bytes::from(v);
-                }
-                Ok(PResp::Chunk(v1::ChunkData {
-                    data,
-                    hash: Bytes::copy_from_slice(&hash),
-                }))
-            }
+            Some(PReq::Fetch(f)) => self.serve_fetch(node.as_ref(), f).await,
             Some(PReq::Export(d)) => Ok(PResp::Dataset(node.export_dataset(&d.name)?)),
             None => Err("empty peer request".into()),
         }
@@ -491,6 +494,191 @@ impl Mesh {
     }
 }
 
+/// Holders remembered per chunk (the owner's view), and chunks tracked.
+const MAX_HOLDERS: usize = 16;
+const MAX_TRACKED_CHUNKS: usize = 1 << 20;
+
+/// A chunk as peers name it.
+type ChunkName = (String, u64, String, u32);
+
+fn chunk_name(f: &v1::FetchChunk) -> ChunkName {
+    (f.dataset.clone(), f.version, f.path.clone(), f.index)
+}
+
+/// Counts one in-flight request to a peer while alive.
+struct InFlight<'a> {
+    map: &'a Mutex<HashMap<String, usize>>,
+    peer: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(map: &'a Mutex<HashMap<String, usize>>, peer: &str) -> Self {
+        *map.lock()
+            .expect("inflight lock")
+            .entry(peer.to_string())
+            .or_default() += 1;
+        Self {
+            map,
+            peer: peer.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().expect("inflight lock");
+        if let Some(n) = m.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.peer);
+            }
+        }
+    }
+}
+
+impl Mesh {
+    /// The owner's side of a chunk request: serve it, or — when busy, asked
+    /// with `may_redirect`, and other members already hold it — redirect
+    /// the asker to them with the hash this node recorded.
+    async fn serve_fetch(&self, node: &dyn MeshHost, f: v1::FetchChunk) -> Result<PResp, String> {
+        let key = chunk_name(&f);
+        // Wait for a serving slot; while waiting, a redirect becomes
+        // possible as soon as another member holds the chunk.
+        let permit = loop {
+            let changed = self.holders_changed.notified();
+            if let Ok(p) = self.serve_permits.try_acquire() {
+                break p;
+            }
+            if f.may_redirect {
+                if let Some(r) = self.redirect(node, &key, &f) {
+                    return Ok(PResp::Redirect(r));
+                }
+            }
+            tokio::select! {
+                p = self.serve_permits.acquire() => break p.map_err(|e| e.to_string())?,
+                () = changed => {}
+            }
+        };
+        let (mut data, hash) = node.serve_chunk(&f).await?;
+        drop(permit);
+        if self.cfg.corrupt_served_chunks && !data.is_empty() {
+            let mut v = data.to_vec();
+            v[0] ^= 0xff;
+            data = Bytes::from(v);
+        }
+        if !f.from.is_empty() && !f.resident_only {
+            let mut h = self.holders.lock().expect("holders lock");
+            if h.len() >= MAX_TRACKED_CHUNKS && !h.contains_key(&key) {
+                h.clear();
+            }
+            let list = h.entry(key).or_default();
+            if !list.contains(&f.from) && list.len() < MAX_HOLDERS {
+                list.push(f.from.clone());
+                drop(h);
+                self.holders_changed.notify_waiters();
+            }
+        }
+        Ok(PResp::Chunk(v1::ChunkData {
+            data,
+            hash: Bytes::copy_from_slice(&hash),
+        }))
+    }
+
+    /// A redirect to the members holding `key` (other than the asker), with
+    /// the hash this node recorded; None if there are none or no hash.
+    fn redirect(
+        &self,
+        node: &dyn MeshHost,
+        key: &ChunkName,
+        f: &v1::FetchChunk,
+    ) -> Option<v1::Redirect> {
+        let holders: Vec<String> = self
+            .holders
+            .lock()
+            .expect("holders lock")
+            .get(key)
+            .map(|h| h.iter().filter(|n| **n != f.from).cloned().collect())
+            .unwrap_or_default();
+        if holders.is_empty() {
+            return None;
+        }
+        let hash = node.recorded_hash(f)?;
+        Some(v1::Redirect {
+            hash: Bytes::copy_from_slice(&hash),
+            holders,
+        })
+    }
+
+    /// One chunk request to `name`, abandoned if membership declares it
+    /// dead meanwhile (a frozen peer costs at most the detector's delay).
+    async fn ask(&self, name: &str, addr: &str, req: v1::FetchChunk) -> Result<PResp, PeerError> {
+        let _count = InFlight::new(&self.inflight, name);
+        tokio::select! {
+            r = self.request(addr, PReq::Fetch(req)) => r,
+            () = self.until_dead(name) => Err(PeerError::Request {
+                peer: addr.to_string(),
+                detail: "declared dead while serving a chunk".into(),
+            }),
+        }
+    }
+
+    /// Holders to try after a redirect: same zone first, then those this
+    /// node has the fewest requests in flight to, each with its address.
+    fn rank_holders(&self, holders: &[String]) -> Vec<(String, String)> {
+        let members = self.members.lock().expect("members lock");
+        let alive = members.alive(Instant::now());
+        let zone = members.me().labels.get("zone").cloned();
+        drop(members);
+        let inflight = self.inflight.lock().expect("inflight lock");
+        let mut v: Vec<(bool, usize, u64, String, String)> = holders
+            .iter()
+            .filter_map(|h| alive.iter().find(|m| &m.name == h))
+            .map(|m| {
+                (
+                    m.labels.get("zone") != zone.as_ref() || zone.is_none(),
+                    inflight.get(&m.name).copied().unwrap_or(0),
+                    rand::random::<u64>(),
+                    m.name.clone(),
+                    m.peer_addr.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, _, _, n, a)| (n, a)).collect()
+    }
+
+    /// After a redirect: the chunk from the first holder whose bytes match
+    /// the owner's recorded hash.
+    async fn pull_from_holders(
+        &self,
+        m: &Metrics,
+        req: &v1::FetchChunk,
+        redirect: &v1::Redirect,
+    ) -> Option<(Bytes, [u8; 32])> {
+        m.peer_redirects.inc();
+        for (name, addr) in self.rank_holders(&redirect.holders) {
+            let mut r = req.clone();
+            r.resident_only = true;
+            r.may_redirect = false;
+            match self.ask(&name, &addr, r).await {
+                Ok(PResp::Chunk(c)) => {
+                    let hash = *blake3::hash(&c.data).as_bytes();
+                    if hash[..] == redirect.hash[..] {
+                        m.peer_bytes.inc_by(c.data.len() as u64);
+                        m.peer_holder_bytes.inc_by(c.data.len() as u64);
+                        return Some((c.data, hash));
+                    }
+                    m.peer_corrupt.inc();
+                    tracing::warn!(peer = %name, path = %req.path, idx = req.index, "chunk from a holder does not match the owner's hash; trying another");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(peer = %name, error = %e, "holder could not serve chunk"),
+            }
+        }
+        None
+    }
+}
+
 #[async_trait]
 impl PeerSource for Mesh {
     async fn fetch(&self, file: &FileRef, idx: u32) -> Option<(Bytes, [u8; 32])> {
@@ -534,20 +722,25 @@ impl PeerSource for Mesh {
                 // We are the first live node in rendezvous order: fetch it ourselves.
                 return None;
             }
-            let req = PReq::Fetch(v1::FetchChunk {
+            let req = v1::FetchChunk {
                 dataset: locator.dataset.clone(),
                 version: locator.version,
                 path: file.object.path.clone(),
                 index: idx,
-            });
-            // A frozen peer costs at most the failure detector's delay.
-            let answer = tokio::select! {
-                r = self.request(&addr, req) => r,
-                () = self.until_dead(&name) => Err(PeerError::Request {
-                    peer: addr.clone(),
-                    detail: "declared dead while serving a chunk".into(),
-                }),
+                from: me.clone(),
+                resident_only: false,
+                may_redirect: true,
             };
+            let mut answer = self.ask(&name, &addr, req.clone()).await;
+            if let Ok(PResp::Redirect(r)) = &answer {
+                if let Some(found) = self.pull_from_holders(m, &req, r).await {
+                    return Some(found);
+                }
+                // No holder could serve it: wait for the owner.
+                let mut again = req.clone();
+                again.may_redirect = false;
+                answer = self.ask(&name, &addr, again).await;
+            }
             match answer {
                 Ok(PResp::Chunk(c)) => {
                     let hash = *blake3::hash(&c.data).as_bytes();

@@ -229,6 +229,8 @@ impl Drop for ReadGuard<'_> {
 }
 
 const MAX_ORIGIN_ATTEMPTS: u32 = 3;
+/// How long a holder waits for a chunk it is still storing.
+const FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
 /// Wall-clock milliseconds since the epoch.
 pub fn unix_ms() -> i64 {
@@ -419,6 +421,43 @@ impl ChunkStore {
             .buffer_unordered(self.inner.read_concurrency)
             .try_collect::<()>()
             .await
+    }
+
+    /// Chunk `idx` of a file if it is resident here; never fetches (a
+    /// holder serving a redirected peer).
+    pub async fn read_resident(
+        &self,
+        file: &FileRef,
+        idx: u32,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let key = file.key(idx);
+        // A chunk still arriving (its flight is writing it) is as good as
+        // resident: an owner redirects to a holder as soon as it has sent
+        // the bytes, possibly before the holder has stored them.
+        let deadline = std::time::Instant::now() + FLIGHT_WAIT;
+        let entry = loop {
+            if let Some(e) = self.state().acquire(&key) {
+                break e;
+            }
+            let arriving = self
+                .inner
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .contains_key(&key);
+            if !arriving || std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let _guard = ReadGuard {
+            store: &self.inner,
+            key,
+        };
+        let path = self.path(entry.tier, &key.fv);
+        Ok(Some(
+            files::read_at(path, entry.offset, entry.len as usize).await?,
+        ))
     }
 
     /// Number of chunks of a file.
