@@ -981,6 +981,12 @@ impl JobHost for Node {
             })
             .collect()
     }
+
+    fn job_changed(&self) {
+        if let Some(mesh) = self.mesh() {
+            mesh.nudge();
+        }
+    }
 }
 
 impl MeshHost for Node {

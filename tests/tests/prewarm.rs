@@ -397,3 +397,53 @@ fn a_busy_owner_redirects_to_holders_whose_bytes_are_checked_against_its_hash() 
         assert!(n.ctl_ok(&["cat", "ds", "f.bin"]) == big);
     }
 }
+
+#[test]
+fn a_replicas_job_replaces_a_target_that_dies() {
+    let fx = Fixture::new(
+        "MD5",
+        &[("f.bin".into(), pattern(91, 24 * MIB))],
+        NodeOpts::default(),
+    );
+    let slow = CountingProxy::start_throttled(&fx.s3.endpoint, Some(MIB as u64)).unwrap();
+    let mut nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts {
+        args: vec!["--peer-dead-after-ms".into(), "1000".into()],
+        ..NodeOpts::default()
+    })
+    .unwrap();
+    nodes[1].create_ok("ds", "s3://bucket", &slow.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    let j = json(&nodes[1].ctl(&["prewarm", "ds", "--replicas", "1", "-o", "json"]));
+    let id = j["id"].as_str().unwrap().to_string();
+    let target = j["nodes"][0].as_str().unwrap().to_string();
+    // All equally cold and roomy: the first by name; the creator (node-1)
+    // supervises the job.
+    assert_eq!(target, "node-0");
+    wait_for("progress on node-0", Duration::from_secs(30), || {
+        job(&nodes[1], &id)["done_bytes"].as_u64().unwrap() > 0
+    })
+    .unwrap();
+    nodes[0].kill9();
+    let j = wait_state(&nodes[1], &id, "Complete");
+    assert_eq!(j["replaced"], serde_json::json!(["node-0"]), "{j:#}");
+    let nodes_now: Vec<&str> = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(nodes_now.len(), 2);
+    let replacement = nodes_now[1];
+    assert_ne!(replacement, "node-0");
+    let part = j["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["node"] == replacement)
+        .unwrap();
+    assert_eq!(part["state"], "Complete");
+    assert_eq!(part["done_bytes"].as_u64(), Some(24 * MIB as u64));
+    assert_eq!(j["done_bytes"].as_u64(), Some(24 * MIB as u64));
+}

@@ -57,6 +57,8 @@ pub trait JobHost: Send + Sync {
     fn liveness(&self, node: &str) -> Option<Liveness>;
     /// Every member as a job target candidate for a dataset version.
     fn candidates(&self, dataset: &str, version: u64) -> Vec<Candidate>;
+    /// A job record or a part's state changed here: spread it now.
+    fn job_changed(&self);
 }
 
 /// Errors of job requests.
@@ -165,6 +167,12 @@ impl Jobs {
         self.host.get().and_then(Weak::upgrade)
     }
 
+    fn changed(&self) {
+        if let Some(h) = self.host() {
+            h.job_changed();
+        }
+    }
+
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
         let cancel = self.cancel.clone();
         let mut tasks = self.tasks.lock().expect("tasks lock");
@@ -236,6 +244,7 @@ impl Jobs {
         if start {
             self.run_part(spec.clone());
         }
+        self.changed();
         self.status(&spec.id)
     }
 
@@ -255,6 +264,7 @@ impl Jobs {
         };
         self.index.put(&keys::job(id), &spec.encode_to_vec())?;
         self.stop_part(id);
+        self.changed();
         tracing::info!(job = %id, "job cancelled");
         self.status(id)
     }
@@ -403,10 +413,13 @@ impl Jobs {
                 }
                 spec.revision += 1;
                 self.absorb(vec![spec], Vec::new());
+                self.changed();
             }
         }
     }
 
+    /// Records this node's part; `persist` (a state change) also stores it
+    /// and spreads it at once.
     fn set_part(&self, part: &v1::JobPart, persist: bool) {
         if persist {
             if let Err(e) = self.index.put(
@@ -423,6 +436,9 @@ impl Jobs {
             .entry(part.job.clone())
             .or_default()
             .insert(part.node.clone(), part.clone());
+        if persist {
+            self.changed();
+        }
     }
 
     fn run_part(self: &Arc<Self>, spec: v1::JobSpec) {

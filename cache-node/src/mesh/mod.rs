@@ -139,6 +139,8 @@ pub struct Mesh {
     inflight: Mutex<HashMap<String, usize>>,
     /// Wakes requests waiting for a serving slot when a holder is added.
     holders_changed: tokio::sync::Notify,
+    /// Runs a gossip round now (a job was created, cancelled or finished).
+    nudged: tokio::sync::Notify,
     serve_permits: Semaphore,
     tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
@@ -192,6 +194,7 @@ impl Mesh {
             holders: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             holders_changed: tokio::sync::Notify::new(),
+            nudged: tokio::sync::Notify::new(),
             tasks: Mutex::new(JoinSet::new()),
             cancel,
         });
@@ -201,6 +204,12 @@ impl Mesh {
         mesh.spawn(async move { m.gossip_loop().await });
         tracing::info!(listen = %mesh.cfg.listen, seeds = ?mesh.cfg.seeds, "mesh started");
         Ok(mesh)
+    }
+
+    /// Gossips now instead of at the next round, so news (a job created,
+    /// cancelled or finished) spreads without waiting for the timer.
+    pub fn nudge(&self) {
+        self.nudged.notify_one();
     }
 
     /// Address peers use to reach this node.
@@ -355,7 +364,10 @@ impl Mesh {
     async fn gossip_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.cfg.interval);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.nudged.notified() => {}
+            }
             let Some(node) = self.node.upgrade() else {
                 return;
             };
