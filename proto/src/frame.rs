@@ -1,5 +1,6 @@
 //! Length-prefixed framing of prost messages over any async byte stream.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use prost::Message;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -32,9 +33,37 @@ where
     if len > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(len));
     }
-    let mut buf = vec![0u8; len as usize];
-    reader.read_exact(&mut buf).await?;
-    Ok(Some(M::decode(buf.as_slice())?))
+    // Memory grows with the bytes that actually arrived (a peer announcing
+    // a large frame and sending nothing costs nothing), is never zero-filled
+    // first, and `bytes` fields decode as slices of it, not copies.
+    let len = len as usize;
+    let mut buf = BytesMut::new();
+    while buf.len() < len {
+        let want = (len - buf.len()).min(READ_STEP);
+        buf.reserve(want);
+        let n = reader.read_buf(&mut (&mut buf).limit(want)).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+    Ok(Some(M::decode(buf.freeze())?))
+}
+
+/// Bytes a frame read asks for at a time.
+const READ_STEP: usize = 4 << 20;
+
+/// Encodes one frame (length prefix and message) into one buffer, for
+/// transports that take owned buffers without copying them again.
+pub fn encode_frame<M: Message>(msg: &M) -> Result<Bytes, FrameError> {
+    let len = msg.encoded_len();
+    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(u32::MAX))?;
+    if len32 > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len32));
+    }
+    let mut buf = BytesMut::with_capacity(4 + len);
+    buf.put_u32(len32);
+    msg.encode(&mut buf).expect("buffer has capacity");
+    Ok(buf.freeze())
 }
 
 /// Writes one frame and flushes it.
@@ -43,14 +72,7 @@ where
     M: Message,
     W: AsyncWrite + Unpin,
 {
-    let len = msg.encoded_len();
-    let len32 = u32::try_from(len).map_err(|_| FrameError::TooLarge(u32::MAX))?;
-    if len32 > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge(len32));
-    }
-    let mut buf = Vec::with_capacity(4 + len);
-    buf.extend_from_slice(&len32.to_be_bytes());
-    msg.encode(&mut buf).expect("vec has capacity");
+    let buf = encode_frame(msg)?;
     writer.write_all(&buf).await?;
     writer.flush().await?;
     Ok(())
@@ -71,6 +93,27 @@ mod tests {
         assert_eq!(got, req);
         let eof: Option<v1::Request> = read_frame(&mut b).await.unwrap();
         assert!(eof.is_none());
+    }
+
+    #[tokio::test]
+    async fn large_bytes_fields_and_truncated_frames() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        let data = bytes::Bytes::from((0..(9 << 20)).map(|i| i as u8).collect::<Vec<u8>>());
+        let msg = v1::ChunkData {
+            data: data.clone(),
+            hash: bytes::Bytes::from_static(b"h"),
+        };
+        let w = tokio::spawn(async move {
+            write_frame(&mut a, &msg).await.unwrap();
+            // A frame that announces more than it sends.
+            a.write_all(&100u32.to_be_bytes()).await.unwrap();
+            a.write_all(&[1, 2, 3]).await.unwrap();
+        });
+        let got: v1::ChunkData = read_frame(&mut b).await.unwrap().unwrap();
+        assert_eq!(got.data, data);
+        w.await.unwrap();
+        let err = read_frame::<v1::ChunkData, _>(&mut b).await.unwrap_err();
+        assert!(matches!(err, FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof));
     }
 
     #[tokio::test]

@@ -286,7 +286,10 @@ impl Mesh {
                 }),
             }
         };
-        let _ = write_frame(&mut send, &v1::PeerResponse::new(resp)).await;
+        // One owned buffer handed to QUIC: no second copy into its send buffer.
+        if let Ok(frame) = shoal_proto::encode_frame(&v1::PeerResponse::new(resp)) {
+            let _ = send.write_chunk(frame).await;
+        }
         let _ = send.finish();
         let _ = send.stopped().await;
     }

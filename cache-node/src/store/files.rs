@@ -36,9 +36,15 @@ pub async fn write_at(path: PathBuf, offset: u64, data: Bytes) -> std::io::Resul
 /// Reads exactly `len` bytes at `offset`.
 pub async fn read_at(path: PathBuf, offset: u64, len: usize) -> std::io::Result<Bytes> {
     blocking(move || {
-        let f = std::fs::File::open(&path)?;
-        let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, offset)?;
+        use std::io::{Read, Seek};
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(std::io::SeekFrom::Start(offset))?;
+        // read_to_end fills spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        if buf.len() != len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         Ok(Bytes::from(buf))
     })
     .await
