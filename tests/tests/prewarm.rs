@@ -285,6 +285,22 @@ fn a_node_restarted_during_a_job_resumes_its_part() {
         loc["nodes"][0]["disk_bytes"]
     );
     assert_locality_matches_files(&loc2, &fx.node, &name, 1);
+    // A refresh that adds a file makes version 2; its figures count the
+    // unchanged file's bytes (same file version) and not the new one's.
+    std::fs::write(fx.bucket().join("new.bin"), pattern(62, 3 * MIB)).unwrap();
+    fx.node.ctl_ok(&["refresh", "ds"]);
+    let v2 = locality(&fx.node, "ds");
+    assert_eq!(v2["version"], 2);
+    assert_eq!(v2["total_bytes"].as_u64(), Some(35 * MIB as u64));
+    assert_eq!(
+        v2["nodes"][0]["resident_bytes"].as_u64(),
+        Some(32 * MIB as u64)
+    );
+    let v1 = json(
+        &fx.node
+            .ctl(&["locality", "ds", "--version", "1", "-o", "json"]),
+    );
+    assert_eq!(v1["complete_nodes"], 1);
 }
 
 #[test]
