@@ -216,10 +216,13 @@ impl Node {
     /// Registers a manifest version as a locality group.
     fn register_version(&self, name: &str, version: u64) -> Result<(), NodeError> {
         let mut fvs = Vec::new();
-        self.catalog().for_each_entry(name, version, |e| {
-            if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
-                fvs.push(fv);
-            }
+        // A whole-manifest scan: off the async worker's hot path.
+        tokio::task::block_in_place(|| {
+            self.catalog().for_each_entry(name, version, |e| {
+                if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                    fvs.push(fv);
+                }
+            })
         })?;
         self.store.add_group((name.to_string(), version), fvs);
         Ok(())
@@ -753,13 +756,15 @@ impl Node {
             .collect::<Result<_, _>>()?;
         let mut total = 0u64;
         let mut matched = 0u64;
-        self.catalog()
-            .for_each_entry(&spec.dataset, spec.version, |e| {
-                if e.kind() == v1::FileKind::File && selected(&spec.paths, &e.path) {
-                    total += e.size;
-                    matched += 1;
-                }
-            })?;
+        tokio::task::block_in_place(|| {
+            self.catalog()
+                .for_each_entry(&spec.dataset, spec.version, |e| {
+                    if e.kind() == v1::FileKind::File && selected(&spec.paths, &e.path) {
+                        total += e.size;
+                        matched += 1;
+                    }
+                })
+        })?;
         if matched == 0 && !spec.paths.is_empty() {
             return Err(NodeError::BadRequest(format!(
                 "no file of dataset {:?} version {} is under {}",
@@ -918,8 +923,8 @@ impl JobHost for Node {
                 .version;
             let origin = self.origin(&rec.spec).await.map_err(|e| e.to_string())?;
             let mut files = Vec::new();
-            self.catalog()
-                .for_each_entry(&spec.dataset, version, |e| {
+            tokio::task::block_in_place(|| {
+                self.catalog().for_each_entry(&spec.dataset, version, |e| {
                     if e.kind() != v1::FileKind::File || !selected(&spec.paths, &e.path) {
                         return;
                     }
@@ -938,7 +943,8 @@ impl JobHost for Node {
                         });
                     }
                 })
-                .map_err(|e| e.to_string())?;
+            })
+            .map_err(|e| e.to_string())?;
             Ok(files)
         }
         .boxed()
