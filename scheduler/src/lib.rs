@@ -2,9 +2,17 @@
 //! ReplicaSet on the GPU host where it starts fastest, using the cache
 //! nodes' locality hints.
 //!
-//! Built so far: [`placement`], the decision logic without I/O (filters,
-//! the startup-time estimate per transfer path, spread, and the
-//! `required`/`preferred` locality policies). The server, the node agent
-//! and the CLI come next (issue 11).
+//! - [`placement`]: the decision logic without I/O (filters, the
+//!   startup-time estimate per transfer path, spread, and the
+//!   `required`/`preferred` locality policies).
+//! - [`spec`]: deployment specs and their validation.
+//! - [`model`]: the records kept and exchanged.
+//! - [`server`]: `scheduler serve` — state in RocksDB, HTTP API, reconcile.
+//! - [`agent`]: `scheduler agent` — runs replicas as processes, each in its
+//!   own mount namespace with its datasets mounted by fuse-client.
 
+pub mod agent;
+pub mod model;
 pub mod placement;
+pub mod server;
+pub mod spec;

@@ -81,7 +81,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(cmd: &mut Command, log: PathBuf) -> Result<Self> {
+    pub fn spawn(cmd: &mut Command, log: PathBuf) -> Result<Self> {
         let out = std::fs::File::create(&log)?;
         let child = cmd
             .stdout(out.try_clone()?)
