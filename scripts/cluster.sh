@@ -4,7 +4,10 @@
 # the nodes seeded with node-0, creates the sample dataset on node-0,
 # prewarms it to every node (each byte leaves the origin once; the nodes
 # feed each other), shows its locality, and reads it through node-2. Stops
-# the nodes on exit (KEEP=1 leaves them up).
+# the nodes on exit (KEEP=1 leaves them up). Then a deployment: a second
+# dataset is prewarmed on node-1 only, the scheduler and one agent per host
+# start, and a ReplicaSet reading that dataset lands on node-1's host, with
+# `scheduler explain` saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -17,7 +20,13 @@ rm -rf "$dir"; mkdir -p "$dir" "$sample"
 [ -n "$(ls -A "$sample")" ] || head -c $((64 << 20)) /dev/urandom > "$sample/weights.bin"
 "$SHOAL_BIN/cache-node" ca init --out "$dir/ca"
 pids=()
-cleanup() { [ "${KEEP:-0}" = 1 ] || { kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true; }; }
+cleanup() {
+  [ "${KEEP:-0}" = 1 ] && return
+  # Agents first (they stop their replicas), then the scheduler and nodes.
+  [ "${#agents[@]}" -gt 0 ] && kill "${agents[@]}" 2>/dev/null && wait "${agents[@]}" 2>/dev/null
+  kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true
+}
+agents=()
 trap cleanup EXIT
 for i in 0 1 2; do
   "$SHOAL_BIN/cache-node" ca issue --ca "$dir/ca" --name "node-$i" --out "$dir/tls-$i"
@@ -47,3 +56,42 @@ for i in 0 1 2; do
   echo "node-$i: origin bytes $(curl -s 127.0.0.1:2746$i/metrics | awk '/^shoal_origin_bytes_total/ {print $2}'), peer bytes $(curl -s 127.0.0.1:2746$i/metrics | awk '/^shoal_peer_bytes_total/ {print $2}')"
 done
 ctl --endpoint 127.0.0.1:27071 list
+
+# A deployment placed by locality.
+weights="$dir/weights"; mkdir -p "$weights"
+head -c $((32 << 20)) /dev/urandom > "$weights/model.safetensors"
+ctl --endpoint 127.0.0.1:27070 create weights --source "file://$weights"
+for _ in $(seq 100); do ctl --endpoint 127.0.0.1:27071 get weights >/dev/null 2>&1 && break; sleep 0.1; done
+ctl --endpoint 127.0.0.1:27071 prewarm weights --nodes node-1 --wait >/dev/null && echo "cluster: weights prewarmed on node-1 only"
+"$SHOAL_BIN/scheduler" serve --listen 127.0.0.1:27400 --data-dir "$dir/scheduler" > "$dir/scheduler.log" 2>&1 &
+pids+=($!)
+export SHOAL_SCHEDULER=http://127.0.0.1:27400
+for _ in $(seq 200); do "$SHOAL_BIN/scheduler" get nodes >/dev/null 2>&1 && break; sleep 0.05; done
+for i in 0 1 2; do
+  "$SHOAL_BIN/scheduler" agent --name "gpu-$i" --listen "127.0.0.1:2741$i" --work-dir "$dir/agent-$i" \
+    --gpu-model h100 --gpus 8 --cpu-millis 32000 --memory 64GiB --label "zone=z$i" \
+    --cache-node "node-$i" --cache-api "127.0.0.1:2707$i" --cache-admin "127.0.0.1:2746$i" \
+    --cache-socket "unix://$dir/node-$i/node.sock" > "$dir/agent-$i.log" 2>&1 &
+  agents+=($!)
+done
+for _ in $(seq 200); do [ "$("$SHOAL_BIN/scheduler" get nodes -o json | grep -c '"cache_node"')" = 3 ] && break; sleep 0.05; done
+"$SHOAL_BIN/scheduler" get nodes
+cat > "$dir/llm.yaml" <<'YAML'
+kind: ReplicaSet
+metadata: {name: llm}
+spec:
+  replicas: 1
+  image: serve:1
+  command: [sh, -c, 'sha256sum /data/model.safetensors; exec sleep 3600']
+  gpu: {model: h100, count: 1}
+  datasets: [{name: weights}]
+  locality: {policy: preferred, minWarmFraction: 1.0}
+YAML
+"$SHOAL_BIN/scheduler" apply -f "$dir/llm.yaml"
+for _ in $(seq 400); do "$SHOAL_BIN/scheduler" get replicas -o json | grep -q '"Ready"' && break; sleep 0.05; done
+"$SHOAL_BIN/scheduler" get replicas
+replica=$("$SHOAL_BIN/scheduler" get replicas -o json | python3 -c 'import json,sys; print([r["id"] for r in json.load(sys.stdin) if r["state"] == "Ready"][0])')
+"$SHOAL_BIN/scheduler" explain "$replica"
+for _ in $(seq 200); do "$SHOAL_BIN/scheduler" logs "$replica" | grep -q model && break; sleep 0.05; done
+[ "$("$SHOAL_BIN/scheduler" logs "$replica" | awk '{print $1}')" = "$(sha256sum "$weights/model.safetensors" | awk '{print $1}')" ] &&
+  echo "cluster: replica $replica read /data/model.safetensors identical to the origin"

@@ -839,6 +839,10 @@ impl Scheduler {
                     None => x.message.clone(),
                 };
                 inner.replicas.insert(id, x.clone());
+                if r.state == ReplicaState::Starting && x.state == ReplicaState::Ready {
+                    // Started and ready in one report: both events, in order.
+                    self.event(&mut inner, "started", &x, String::new());
+                }
                 self.event(&mut inner, kind, &x, msg.trim().to_string());
             }
         }
