@@ -26,7 +26,12 @@
 #      prewarm to the disk tier, after a prewarm to the memory tier (fresh
 #      mount, page cache dropped each time)
 #
-# SCENARIOS selects (default "1 2 3 4 5 6").
+#   7. deployments end to end: `scheduler apply` to the replica's first byte
+#      (and its last) read from /data, on a cold host, on a host warm before
+#      the apply, and on a host the scheduler warms itself (locality
+#      required), with the startup estimate's error for each
+#
+# SCENARIOS selects (default "1 2 3 4 5 6 7").
 #
 # Environment: N (4), SIZE_MIB (1024), ORIGIN_RATE (800mbit), HOST_RATE
 # (empty = unshaped), CHUNK_SIZE (4MiB), SUBNET (10.77.0), READ_TIMEOUT
@@ -43,12 +48,13 @@ SUBNET="${SUBNET:-10.77.0}"
 READ_TIMEOUT="${READ_TIMEOUT:-600}"
 ETAG_HASH="${ETAG_HASH:-MD5}"
 KEEP_LOGS="${KEEP_LOGS:-1}"
-SCENARIOS=" ${SCENARIOS:-1 2 3 4 5 6} "
+SCENARIOS=" ${SCENARIOS:-1 2 3 4 5 6 7} "
 FLUID_MIB="${FLUID_MIB:-1188}"
 BIN="${SHOAL_BIN:-${CARGO_TARGET_DIR:-/var/tmp/shoal-target}/release}"
 CACHE_NODE="$BIN/cache-node"
 CTL="$BIN/dataset-ctl"
 FUSE_CLIENT="$BIN/fuse-client"
+SCHEDULER="$BIN/scheduler"
 
 AK=shoalmeshbench
 SK=shoal-mesh-bench-secret-5d1f
@@ -82,7 +88,7 @@ RCLONE="${RCLONE:-$(command -v rclone || true)}"
 if [[ "$RCLONE" == */shims/* ]] && command -v pyenv >/dev/null; then
   RCLONE="$(pyenv which rclone)"
 fi
-for b in "$CACHE_NODE" "$CTL" "$FUSE_CLIENT"; do
+for b in "$CACHE_NODE" "$CTL" "$FUSE_CLIENT" "$SCHEDULER"; do
   [ -x "$b" ] || die "missing $b; build with: CARGO_TARGET_DIR=/var/tmp/shoal-target cargo build --release -p shoal-cache-node -p dataset-ctl"
 done
 [[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 2 ] && [ "$N" -le 200 ] || die "N must be an integer in 2..200 (got $N)"
@@ -748,6 +754,85 @@ scenario_fluid() {
   rm -rf "$WORK/s6" "$SHM"/s6-*
 }
 
+sch() { nsx "${NS_H[0]}" "$SCHEDULER" --server "http://$(host_ip 0):7400" "$@"; }
+
+# Applies deployment $1 (policy $2) and waits for its replica's two
+# timestamps (first byte, last byte); sets D_FIRST, D_ALL (s after apply),
+# D_EST (the placement estimate), D_HOST, D_START.
+deploy_and_time() {
+  local name=$1 policy=$2 t0 id="" logs
+  cat > "$WORK/$name.yaml" <<YAML
+kind: ReplicaSet
+metadata: {name: $name}
+spec:
+  replicas: 1
+  image: bench:1
+  command: [sh, -c, 'head -c 1 /data/$OBJECT > /dev/null; date +%s%N; cat /data/$OBJECT > /dev/null; date +%s%N; exec sleep 3600']
+  gpu: {model: h100, count: 1}
+  datasets: [{name: $DATASET}]
+  locality: {policy: $policy, minWarmFraction: 1.0}
+YAML
+  t0=$(now_ns)
+  sch apply -f "$WORK/$name.yaml" >/dev/null
+  for _ in $(seq 1200); do
+    id=$(sch get replicas -o json | jq -r --arg d "$name" '[.[] | select(.deployment == $d and (.state == "Ready" or .state == "Running"))][0].id // empty')
+    [ -n "$id" ] && [ "$(sch logs "$id" 2>/dev/null | wc -l)" -ge 2 ] && break
+    sleep 0.1
+  done
+  [ -n "$id" ] || { sch get replicas; die "deployment $name did not start"; }
+  logs=$(sch logs "$id")
+  D_FIRST=$(awk -v a="$t0" -v b="$(sed -n 1p <<<"$logs")" 'BEGIN {printf "%.2f", (b - a) / 1e9}')
+  D_ALL=$(awk -v a="$t0" -v b="$(sed -n 2p <<<"$logs")" 'BEGIN {printf "%.2f", (b - a) / 1e9}')
+  local r; r=$(sch get replicas -o json | jq -c --arg i "$id" '.[] | select(.id == $i)')
+  D_EST=$(jq -r '.estimate_s' <<<"$r" | awk '{printf "%.2f", $1}')
+  D_HOST=$(jq -r '.host' <<<"$r")
+  D_START=$(jq -r '.explain.start' <<<"$r")
+  say "  $name ($policy): on $D_HOST, start $D_START; first byte $D_FIRST s, all bytes $D_ALL s after apply; estimate $D_EST s (error $(awk -v m="$D_ALL" -v e="$D_EST" 'BEGIN {printf "%+.2f", m - e}') s)"
+  sch delete "$name" >/dev/null
+  for _ in $(seq 300); do
+    [ "$(sch get replicas -o json | jq --arg d "$name" '[.[] | select(.deployment == $d and (.state == "Ready" or .state == "Running" or .state == "Starting"))] | length')" = 0 ] && break
+    sleep 0.1
+  done
+}
+
+scenario_deploy() {
+  step "7. deployments: apply to first byte from /data (2 hosts, ${SIZE_MIB} MiB model, origin $ORIGIN_RATE)"
+  local i
+  for i in 0 1; do
+    local seed=()
+    [ "$i" -gt 0 ] && seed=(--seed "$(host_ip 0):$PEER_PORT")
+    # shellcheck disable=SC2046
+    start_node "$i" s7 $(node_flags) "${seed[@]}"
+  done
+  for i in 0 1; do wait_ready "$i" s7; done
+  wait_members 2 0 1
+  create_dataset 0
+  wait_dataset 1
+  ip netns exec "${NS_H[0]}" "$SCHEDULER" serve --listen "$(host_ip 0):7400" --data-dir "$WORK/s7/sched" \
+    > "$LOGS/s7-scheduler.log" 2>&1 &
+  local spid=$! apids=()
+  for _ in $(seq 200); do sch get nodes >/dev/null 2>&1 && break; sleep 0.05; done
+  for i in 0 1; do
+    ip netns exec "${NS_H[$i]}" "$SCHEDULER" --server "http://$(host_ip 0):7400" agent --name "gpu-$i" \
+      --listen "$(host_ip "$i"):7402" --work-dir "$WORK/s7/agent-$i" --gpu-model h100 --gpus 8 \
+      --cache-node "host-$i" --cache-api "$(host_ip "$i"):$API_PORT" --cache-admin "$(host_ip "$i"):$ADMIN_PORT" \
+      --cache-socket "unix://$WORK/s7/node-$i/node.sock" > "$LOGS/s7-agent-$i.log" 2>&1 &
+    apids+=($!)
+  done
+  for _ in $(seq 200); do [ "$(sch get nodes -o json | jq length)" = 2 ] && break; sleep 0.05; done
+  deploy_and_time cold preferred
+  DC=("$D_FIRST" "$D_ALL" "$D_EST")
+  ctl 1 prewarm "$DATASET" --nodes host-1 --wait >/dev/null
+  deploy_and_time warm preferred
+  DW=("$D_FIRST" "$D_ALL" "$D_EST" "$D_HOST")
+  ctl 0 evict "$DATASET" --all-nodes --wait >/dev/null
+  deploy_and_time warmed required
+  DP=("$D_FIRST" "$D_ALL" "$D_EST" "$D_START")
+  stop_pids "${apids[@]}"   # agents first: they stop their replicas and unmount
+  stop_pids "$spid"
+  stop_nodes
+}
+
 # ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
@@ -781,6 +866,8 @@ P1=n/a P1R=n/a P1G=n/a PG=n/a PN=n/a PNR=n/a PNO=n/a PNW=n/a
 want 5 && scenario_prewarm
 F_COLD=n/a F_DISK=n/a F_MEM=n/a F_PD=n/a F_PM=n/a F_RATIO=n/a F_PDR=n/a
 want 6 && scenario_fluid
+DC=(n/a n/a n/a) DW=(n/a n/a n/a n/a) DP=(n/a n/a n/a n/a)
+want 7 && scenario_deploy
 
 ok() { [ "$1" = 1 ] && echo "" || echo " (READ FAILED)"; }
 step "summary (N=$N, ${SIZE_MIB} MiB object, origin link $ORIGIN_RATE, measured ${ORIGIN_LINK_MBPS} MB/s for one GET; MB = 10^6 B)"
@@ -808,6 +895,9 @@ printf "$fmt" "   prewarm to disk / (size / link)" "$F_PD s, $F_PDR" "" "Fluid 3
 printf "$fmt" "   load after prewarm to disk" "$F_DISK s" "" ""
 printf "$fmt" "   load after prewarm to memory" "$F_MEM s" "" "Fluid 6.3 s"
 printf "$fmt" "   cold / memory-warm" "$F_RATIO" "" "Fluid 10x"
+printf "$fmt" "7. apply -> first byte from /data, cold host" "${DC[0]} s (all ${DC[1]} s)" "" "estimate ${DC[2]} s"
+printf "$fmt" "   warm host (prewarmed before; chosen: ${DW[3]})" "${DW[0]} s (all ${DW[1]} s)" "" "estimate ${DW[2]} s"
+printf "$fmt" "   host warmed by the scheduler (${DP[3]})" "${DP[0]} s (all ${DP[1]} s)" "" "estimate ${DP[2]} s"
 say ""
 say "load average: start $LOAD_START, end $(cut -d' ' -f1 /proc/loadavg) on $(nproc) cores; other work shares this machine, so figures are noisy"
 say "total runtime $(secs "$START" "$(now_ns)") s"

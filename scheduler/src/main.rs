@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::Value;
-use shoal_scheduler::{agent, model, server};
+use shoal_scheduler::{agent, model, placement, server};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -72,6 +72,9 @@ enum Cmd {
         /// How long stopped containers stay reusable, in hours (at most 168 = 7 days).
         #[arg(long, default_value_t = 24)]
         reuse_hours: u64,
+        /// Seconds a replica takes to start once its data is local (estimate term).
+        #[arg(long, default_value_t = placement::Rates::default().container_start_s)]
+        container_start_secs: f64,
     },
     /// Run the node agent of this host.
     Agent {
@@ -216,6 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             data_dir,
             lost_after_ms,
             reuse_hours,
+            container_start_secs,
         } => {
             if reuse_hours > 168 {
                 bail!("--reuse-hours {reuse_hours} is above the 7-day limit (168)");
@@ -224,7 +228,10 @@ async fn run(cli: Cli) -> Result<()> {
                 data_dir,
                 lost_after: Duration::from_millis(lost_after_ms),
                 reuse_ttl: Duration::from_secs(reuse_hours * 3600),
-                rates: Default::default(),
+                rates: placement::Rates {
+                    container_start_s: container_start_secs,
+                    ..Default::default()
+                },
             })?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
