@@ -595,6 +595,12 @@ impl Scheduler {
                 continue;
             }
             x.host = Some(host.clone());
+            // Where clients reach the replica: its host's address (the
+            // replica's own ports are its business).
+            x.endpoint = info
+                .agent_addr
+                .rsplit_once(':')
+                .map_or(info.agent_addr.clone(), |(h, _)| h.to_string());
             x.mounts = mounts;
             x.scheduled_ms = Some(now_ms());
             x.estimate_s = Some(chosen.estimate.total_s());
@@ -814,16 +820,23 @@ impl Scheduler {
                         } else {
                             ReplicaState::Failed
                         };
-                        let reuse = inner
-                            .deployments
-                            .get(&r.deployment)
-                            .is_some_and(|d| d.deployment.spec.reuse_container);
-                        if reuse {
-                            x.reusable_until_ms = Some(now + self.cfg.reuse_ttl.as_millis() as i64);
-                        }
                     }
                     _ => {}
                 },
+            }
+            // A container that ended on its host joins the reuse pool.
+            let reuse = inner
+                .deployments
+                .get(&r.deployment)
+                .is_some_and(|d| d.deployment.spec.reuse_container);
+            if reuse
+                && matches!(
+                    x.state,
+                    ReplicaState::Stopped | ReplicaState::Succeeded | ReplicaState::Failed
+                )
+                && x.reusable_until_ms.is_none()
+            {
+                x.reusable_until_ms = Some(now + self.cfg.reuse_ttl.as_millis() as i64);
             }
             if x != r {
                 self.save_replica(&x);

@@ -203,6 +203,7 @@ fn replicas_land_on_warm_hosts_read_their_data_and_are_replaced() {
     // It lands on the warm host, reads /data, and its bytes match the origin.
     let r = sched.ready("svc", 1).remove(0);
     assert_eq!(r["host"], "gpu-0", "{r:#}");
+    assert_eq!(r["endpoint"], "127.0.0.1");
     let id = r["id"].as_str().unwrap().to_string();
     let explain = sched.json(&["explain", &id, "-o", "json"]);
     assert_eq!(explain["start"], "Now");
@@ -404,4 +405,129 @@ fn required_locality_warms_the_host_before_starting_and_bad_specs_change_nothing
         sched.json(&["describe", "train"])["phase"] == "Succeeded"
     })
     .unwrap();
+}
+
+#[test]
+fn health_checks_container_reuse_and_a_killed_fuse_client() {
+    let fx = Fixture::new(
+        "MD5",
+        &[("w.bin".into(), pattern(121, MIB))],
+        NodeOpts::default(),
+    );
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 1, |_| NodeOpts::default()).unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let dir = fx.tmp.path().join("sched");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sched = Scheduler::start(&dir);
+    let _agent = agent(&dir, &sched, "gpu-0", &nodes[0]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        sched
+            .json(&["get", "nodes", "-o", "json"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .unwrap();
+    // Ready only once the health check passes: the command creates the
+    // file it checks for after reading its data, and keeps a counter in
+    // its working directory (kept when the container is reused).
+    let spec = dir.join("h.yaml");
+    std::fs::write(
+        &spec,
+        "kind: ReplicaSet\nmetadata: {name: hc}\nspec:\n  replicas: 1\n  image: hc:1\n  \
+         command: [sh, -c, 'echo run >> runs; cmp -s /data/w.bin /data/w.bin && touch healthy; echo $SHOAL_CONTAINER_UUID; exec sleep 86393']\n  \
+         healthCheck: {command: [test, -f, healthy]}\n  reuseContainer: true\n  \
+         datasets: [{name: ds}]\n",
+    )
+    .unwrap();
+    assert!(sched
+        .ctl(&["apply", "-f", spec.to_str().unwrap()])
+        .status
+        .success());
+    let first = sched.ready("hc", 1).remove(0);
+    let id1 = first["id"].as_str().unwrap().to_string();
+    let events = sched.json(&["events", "-o", "json"]);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["replica"] == id1.as_str())
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["scheduled", "started", "ready"]);
+    // Its process exits: the replacement reuses the ended container (same
+    // working directory) with a new container UUID.
+    Command::new("pkill")
+        .args(["-f", "sleep 86393"])
+        .status()
+        .unwrap();
+    let second = loop {
+        let r = sched.ready("hc", 1).remove(0);
+        if r["id"] != id1.as_str() {
+            break r;
+        }
+    };
+    let id2 = second["id"].as_str().unwrap().to_string();
+    assert_eq!(second["reused_from"], id1.as_str(), "{second:#}");
+    assert_ne!(second["container_uuid"], first["container_uuid"]);
+    let ex = sched.json(&["explain", &id2, "-o", "json"]);
+    assert_eq!(ex["candidates"][0]["reused"], true);
+    let runs = dir.join("gpu-0").join(&id2).join("work/runs");
+    wait_for(
+        "the reused working directory",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&runs).is_ok_and(|s| s.lines().count() == 2),
+    )
+    .unwrap();
+    let logs = String::from_utf8_lossy(&sched.ctl(&["logs", &id2]).stdout).into_owned();
+    assert!(
+        logs.contains(second["container_uuid"].as_str().unwrap()),
+        "{logs}"
+    );
+    // Killing the replica's fuse-client stops it (its data is gone), and a
+    // new replica replaces it; nothing is left behind.
+    let sock = format!(
+        "fuse-client --endpoint unix://{}",
+        nodes[0].socket().display()
+    );
+    assert_eq!(count_procs(&sock), 1);
+    Command::new("pkill")
+        .args(["-9", "-f", &sock])
+        .status()
+        .unwrap();
+    wait_for("a replacement", Duration::from_secs(60), || {
+        let a = sched.active("hc");
+        a.len() == 1 && a[0]["id"] != id2.as_str() && a[0]["state"] == "Ready"
+    })
+    .unwrap();
+    let failed = sched
+        .replicas()
+        .into_iter()
+        .find(|r| r["id"] == id2.as_str())
+        .unwrap();
+    assert_eq!(failed["state"], "Failed", "{failed:#}");
+    assert!(
+        failed["message"].as_str().unwrap().contains("fuse-client"),
+        "{failed:#}"
+    );
+    assert_eq!(count_procs("sleep 86393"), 1);
+    assert_eq!(count_procs(&sock), 1);
+    // The estimate's error was measured for the replicas that became ready.
+    let metrics = reqwest_free_get(&sched.url, "/metrics");
+    let count: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_scheduler_startup_estimate_error_seconds_count "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(count >= 3.0, "{metrics}");
+}
+
+fn reqwest_free_get(url: &str, path: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let (status, body) = shoal_tests::http_get(addr, path).unwrap();
+    assert_eq!(status, 200);
+    body
 }
