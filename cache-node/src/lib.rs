@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod node;
 pub mod origin;
 pub mod store;
+pub mod tasks;

@@ -29,11 +29,11 @@ use futures::StreamExt;
 use prost::Message;
 use rocksdb::WriteBatch;
 use shoal_proto::v1;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::{keys, FileVersionId, Index, IndexError};
 use crate::store::{unix_ms, ChunkStore, FileRef, TierKind};
+use crate::tasks::Tasks;
 use model::{Candidate, Liveness, CANCELLED, COMPLETE, FAILED, RUNNING};
 
 /// Chunks a part keeps in flight (spread over its files).
@@ -89,8 +89,7 @@ pub struct Jobs {
     store: ChunkStore,
     host: std::sync::OnceLock<Weak<dyn JobHost>>,
     state: Mutex<State>,
-    tasks: Mutex<JoinSet<()>>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Jobs {
@@ -139,8 +138,7 @@ impl Jobs {
             store,
             host: std::sync::OnceLock::new(),
             state: Mutex::new(st),
-            tasks: Mutex::new(JoinSet::new()),
-            cancel: CancellationToken::new(),
+            tasks: Tasks::new(CancellationToken::new()),
         })
     }
 
@@ -174,22 +172,12 @@ impl Jobs {
     }
 
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = f => {}
-            }
-        });
+        self.tasks.spawn(f);
     }
 
     /// Stops every part and the supervisor.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        while tasks.join_next().await.is_some() {}
+        self.tasks.shutdown().await;
     }
 
     fn should_run(&self, st: &State, s: &v1::JobSpec) -> bool {
@@ -442,7 +430,7 @@ impl Jobs {
     }
 
     fn run_part(self: &Arc<Self>, spec: v1::JobSpec) {
-        let token = self.cancel.child_token();
+        let token = self.tasks.token().child_token();
         self.state
             .lock()
             .expect("jobs lock")

@@ -35,7 +35,7 @@
 //! their parts' progress; peers keep the newest of each.
 //!
 //! Every task (accept loop, gossip rounds, connection handlers, catalog
-//! pulls) is owned by the mesh's `JoinSet` and stops with its token.
+//! pulls) is owned by the mesh's [`Tasks`](crate::tasks::Tasks) and stops with its token.
 
 pub mod membership;
 pub mod rendezvous;
@@ -54,11 +54,11 @@ use rand::seq::SliceRandom;
 use shoal_proto::v1::{self, peer_request::Kind as PReq, peer_response::Kind as PResp};
 use shoal_proto::{read_frame, write_frame};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::store::{unix_ms, FileRef, PeerSource};
+use crate::tasks::Tasks;
 use membership::{Membership, State};
 
 /// Mesh settings.
@@ -142,8 +142,7 @@ pub struct Mesh {
     /// Runs a gossip round now (a job was created, cancelled or finished).
     nudged: tokio::sync::Notify,
     serve_permits: Semaphore,
-    tasks: Mutex<JoinSet<()>>,
-    cancel: CancellationToken,
+    tasks: Tasks,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -195,8 +194,7 @@ impl Mesh {
             inflight: Mutex::new(HashMap::new()),
             holders_changed: tokio::sync::Notify::new(),
             nudged: tokio::sync::Notify::new(),
-            tasks: Mutex::new(JoinSet::new()),
-            cancel,
+            tasks: Tasks::new(cancel),
         });
         let m = mesh.clone();
         mesh.spawn(async move { m.accept_loop().await });
@@ -218,22 +216,12 @@ impl Mesh {
     }
 
     fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        let mut tasks = self.tasks.lock().expect("tasks lock");
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = f => {}
-            }
-        });
+        self.tasks.spawn(f);
     }
 
     /// Stops every task and closes the endpoint.
     pub async fn shutdown(&self) {
-        self.cancel.cancel();
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
-        while tasks.join_next().await.is_some() {}
+        self.tasks.shutdown().await;
         self.endpoint.close(0u32.into(), b"shutdown");
     }
 
