@@ -60,7 +60,7 @@ struct Inner {
 /// The scheduler.
 pub struct Scheduler {
     cfg: Config,
-    db: rocksdb::DB,
+    persist: Persist,
     inner: Mutex<Inner>,
     events_changed: tokio::sync::Notify,
     http: reqwest::Client,
@@ -71,10 +71,58 @@ pub struct Scheduler {
 /// Events kept in memory (older ones stay in RocksDB).
 const EVENTS_KEPT: usize = 10_000;
 
-fn put<T: Serialize>(db: &rocksdb::DB, key: String, v: &T) {
-    let bytes = serde_json::to_vec(v).expect("records serialise");
-    if let Err(e) = db.put(key.as_bytes(), bytes) {
-        tracing::error!(key, error = %e, "writing scheduler state failed");
+/// Write-behind persistence: changes are queued in order and written to
+/// RocksDB by one thread, so neither the state lock nor an async worker
+/// ever waits on the database. A crash can lose the last queued writes;
+/// the agents' next heartbeats reconcile what they describe.
+struct Persist {
+    tx: std::sync::mpsc::Sender<Op>,
+}
+
+enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+impl Persist {
+    fn start(db: Arc<rocksdb::DB>) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("scheduler-state".into())
+            .spawn(move || {
+                for op in rx {
+                    let r = match op {
+                        Op::Put(k, v) => db.put(k.as_bytes(), v),
+                        Op::Delete(k) => db.delete(k.as_bytes()),
+                        Op::Flush(done) => {
+                            let _ = done.send(());
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "writing scheduler state failed");
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    fn put<T: Serialize>(&self, key: String, v: &T) {
+        let bytes = serde_json::to_vec(v).expect("records serialise");
+        let _ = self.tx.send(Op::Put(key, bytes));
+    }
+
+    fn delete(&self, key: String) {
+        let _ = self.tx.send(Op::Delete(key));
+    }
+
+    /// Waits until everything queued so far is written.
+    fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Op::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 }
 
@@ -102,7 +150,7 @@ impl Scheduler {
         std::fs::create_dir_all(&cfg.data_dir)?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
-        let db = rocksdb::DB::open(&opts, cfg.data_dir.join("state"))?;
+        let db = Arc::new(rocksdb::DB::open(&opts, cfg.data_dir.join("state"))?);
         let mut inner = Inner::default();
         for d in load::<DeploymentRecord>(&db, "d/") {
             inner
@@ -135,7 +183,7 @@ impl Scheduler {
         );
         Ok(Arc::new(Self {
             cfg,
-            db,
+            persist: Persist::start(db)?,
             inner: Mutex::new(inner),
             events_changed: tokio::sync::Notify::new(),
             http: reqwest::Client::builder()
@@ -153,7 +201,7 @@ impl Scheduler {
     }
 
     fn save_replica(&self, r: &Replica) {
-        put(&self.db, format!("r/{}", r.id), r);
+        self.persist.put(format!("r/{}", r.id), r);
     }
 
     fn event(&self, inner: &mut Inner, kind: &str, r: &Replica, message: String) {
@@ -168,7 +216,7 @@ impl Scheduler {
             message,
         };
         inner.next_event += 1;
-        put(&self.db, format!("e/{:020}", e.seq), &e);
+        self.persist.put(format!("e/{:020}", e.seq), &e);
         tracing::info!(kind, replica = %r.id, host = %e.host, message = %e.message, "event");
         inner.events.push(e);
         if inner.events.len() > EVENTS_KEPT {
@@ -233,7 +281,7 @@ impl Scheduler {
         for name in newly {
             if let Some(n) = inner.nodes.get_mut(&name) {
                 n.lost = true;
-                put(&self.db, format!("n/{name}"), n);
+                self.persist.put(format!("n/{name}"), n);
             }
             let ids: Vec<String> = inner
                 .replicas
@@ -291,7 +339,7 @@ impl Scheduler {
                     if phase != d.phase {
                         let rec = inner.deployments.get_mut(&name).expect("listed");
                         rec.phase = phase.into();
-                        put(&self.db, format!("d/{name}"), rec);
+                        self.persist.put(format!("d/{name}"), rec);
                     }
                     if phase == "Running" {
                         want.saturating_sub(done + active.len())
@@ -769,7 +817,7 @@ impl Scheduler {
             .get(&name)
             .is_none_or(|n| n.lost || n.info != rec.info)
         {
-            put(&self.db, format!("n/{name}"), &rec);
+            self.persist.put(format!("n/{name}"), &rec);
         }
         inner.nodes.insert(name.clone(), rec);
         let reported: HashMap<&str, &ReplicaReport> =
@@ -941,7 +989,7 @@ impl Scheduler {
                 phase: "Running".into(),
             },
         };
-        put(&self.db, format!("d/{name}"), &rec);
+        self.persist.put(format!("d/{name}"), &rec);
         inner.deployments.insert(name, rec.clone());
         Ok(rec)
     }
@@ -1036,7 +1084,7 @@ async fn delete_deployment(State(s): S, UrlPath(name): UrlPath<String>) -> ApiRe
             format!("deployment {name:?} not found"),
         ));
     }
-    let _ = s.db.delete(format!("d/{name}").as_bytes());
+    s.persist.delete(format!("d/{name}"));
     let ids: Vec<String> = inner
         .replicas
         .values()
@@ -1071,7 +1119,7 @@ async fn scale(State(s): S, UrlPath(name): UrlPath<String>, Json(b): Json<ScaleB
     d.deployment.spec.replicas = b.replicas;
     d.generation += 1;
     let d = d.clone();
-    put(&s.db, format!("d/{name}"), &d);
+    s.persist.put(format!("d/{name}"), &d);
     json(&deployment_view(&inner, &d))
 }
 
@@ -1128,7 +1176,7 @@ async fn stop_replica(
             d.deployment.spec.replicas = (d.deployment.spec.replicas - 1).max(0);
             d.generation += 1;
             let d = d.clone();
-            put(&s.db, format!("d/{}", r.deployment), &d);
+            s.persist.put(format!("d/{}", r.deployment), &d);
         }
     }
     s.stop_locked(
@@ -1230,7 +1278,7 @@ async fn add_blacklist(State(s): S, UrlPath(host): UrlPath<String>) -> ApiResult
     }
     let at = now_ms();
     inner.blacklist.insert(host.clone(), at);
-    put(&s.db, format!("b/{host}"), &(host.clone(), at));
+    s.persist.put(format!("b/{host}"), &(host.clone(), at));
     json(&serde_json::json!({"host": host, "since_ms": at}))
 }
 
@@ -1242,7 +1290,7 @@ async fn rm_blacklist(State(s): S, UrlPath(host): UrlPath<String>) -> ApiResult 
             format!("host {host:?} is not blacklisted"),
         ));
     }
-    let _ = s.db.delete(format!("b/{host}").as_bytes());
+    s.persist.delete(format!("b/{host}"));
     json(&serde_json::json!({"host": host}))
 }
 
@@ -1307,6 +1355,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     rounds.await?;
+    tokio::task::spawn_blocking(move || s.persist.flush()).await?;
     Ok(())
 }
 
