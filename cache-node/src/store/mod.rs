@@ -229,6 +229,8 @@ impl Drop for ReadGuard<'_> {
 }
 
 const MAX_ORIGIN_ATTEMPTS: u32 = 3;
+/// Reads of a disk chunk that make it hot enough to promote.
+const PROMOTE_AFTER_HITS: u8 = 2;
 /// How long a holder waits for a chunk it is still storing.
 const FLIGHT_WAIT: Duration = Duration::from_secs(2);
 
@@ -499,7 +501,7 @@ impl ChunkStore {
             }
         }
         Err(StoreError::Io(std::io::Error::other(format!(
-            "chunk {idx} of {} could not be kept in the {} tier (no room that eviction can free)",
+            "chunk {idx} of {} could not be kept in the {} tier (no room that eviction can free, or the file is open and its chunks cannot move)",
             file.object.path,
             tier.map_or("any", TierKind::name)
         ))))
@@ -524,7 +526,7 @@ impl ChunkStore {
             if entry.tier == to {
                 return Ok(true);
             }
-            if !self.state().claim(&key) {
+            if !self.state().claim_move(&key) {
                 return Ok(false);
             }
             let r = self.relocate(key, entry, to).await;
@@ -598,7 +600,10 @@ impl ChunkStore {
                     .get_or_create(&vec![("tier", entry.tier.name())])
                     .inc();
                 let path = self.path(entry.tier, &key.fv);
-                return Ok(files::read_at(path, s, (e - s) as usize).await?);
+                let bytes = files::read_at(path, s, (e - s) as usize).await?;
+                drop(_guard);
+                self.promote_if_hot(file, key, &entry).await;
+                return Ok(bytes);
             }
             match self.fetch(file, idx).await? {
                 Flight::Bytes(b) => {
@@ -606,6 +611,28 @@ impl ChunkStore {
                 }
                 Flight::Retry => tokio::task::yield_now().await,
             }
+        }
+    }
+
+    /// Moves a disk chunk read for the second time since it landed there
+    /// back to the memory tier, when the file may live in memory and the
+    /// memory tier has room below its high watermark (so promotion never
+    /// evicts, and cannot thrash). Demoted chunks that are read again thus
+    /// come back, and a fully promoted file is served by passthrough from
+    /// memory again.
+    async fn promote_if_hot(&self, file: &FileRef, key: ChunkKey, entry: &Entry) {
+        if entry.tier != TierKind::Disk
+            || entry.hits < PROMOTE_AFTER_HITS
+            || file.placement.policy == TierPolicy::DiskOnly
+            || file.placement.only == Some(TierKind::Disk)
+            || !self.state().fits(TierKind::Memory, u64::from(entry.len))
+        {
+            return;
+        }
+        match self.relocate_now(key, TierKind::Memory).await {
+            Ok(true) => tracing::debug!(idx = key.idx, "promoted a hot chunk to the memory tier"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "promoting a hot chunk failed; it stays on disk"),
         }
     }
 
@@ -828,6 +855,7 @@ impl ChunkStore {
             memory_only: file.placement.policy == TierPolicy::MemoryOnly,
             readers: 0,
             leaving: false,
+            hits: 0,
             offset,
         };
         for &tier in tiers {

@@ -63,6 +63,9 @@ pub struct Entry {
     pub readers: u32,
     /// Chosen for eviction: no new reader may start on it.
     pub leaving: bool,
+    /// Reads since it arrived in its tier (not persisted): what makes a
+    /// disk chunk hot enough to promote.
+    pub hits: u8,
     /// Byte offset in the backing file.
     pub offset: u64,
 }
@@ -334,9 +337,19 @@ impl Residency {
                 memory_only: rec.memory_only,
                 readers: 0,
                 leaving: false,
+                hits: 0,
                 offset: rec.offset,
             },
         );
+    }
+
+    /// Whether `len` more bytes fit in `tier` below its high watermark
+    /// without evicting anything.
+    pub fn fits(&self, tier: TierKind, len: u64) -> bool {
+        self.budget(tier).is_some_and(|b| {
+            let t = tier as usize;
+            self.used[t] + self.reserved[t] + len <= b.high_bytes()
+        })
     }
 
     fn insert_entry(&mut self, key: ChunkKey, e: Entry) {
@@ -434,6 +447,7 @@ impl Residency {
         e.tick = self.next_tick();
         e.readers = 0;
         e.leaving = false;
+        e.hits = 0;
         self.insert_entry(key, e);
         self.dirty.insert(key);
         e
@@ -447,6 +461,7 @@ impl Residency {
             return None;
         }
         e.readers += 1;
+        e.hits = e.hits.saturating_add(1);
         let t = e.tier as usize;
         if !e.pinned {
             self.lru[t].remove(&e.tick);
@@ -486,6 +501,21 @@ impl Residency {
         ok
     }
 
+    /// Marks a chunk leaving to move it to another tier; unlike
+    /// [`Residency::claim`] a pin does not prevent a move (pinned bytes
+    /// stay resident), but readers and open handles do (they may be reading
+    /// the old tier's file directly).
+    pub fn claim_move(&mut self, key: &ChunkKey) -> bool {
+        let held = self.held.contains_key(&key.fv);
+        match self.chunks.get_mut(key) {
+            Some(e) if e.readers == 0 && !e.leaving && !held => {
+                e.leaving = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Chunks whose access clock changed since the last call.
     pub fn take_dirty(&mut self) -> Vec<(ChunkKey, Entry)> {
         let keys: Vec<_> = self.dirty.drain().collect();
@@ -518,6 +548,7 @@ mod tests {
             memory_only: false,
             readers: 0,
             leaving: false,
+            hits: 0,
             offset: 0,
         }
     }

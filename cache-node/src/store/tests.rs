@@ -136,6 +136,34 @@ fn memory_evicts_by_demoting_to_disk_and_disk_drops() {
 }
 
 #[test]
+fn demoted_chunks_read_again_come_back_to_memory() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 4, CHUNK as usize * 4]).await;
+        // Memory: 8 chunks, eviction above 7.2 down to 4; disk plenty.
+        let (store, metrics) = fx.open(8 * CHUNK, 16 * CHUNK);
+        let a = fx.file(0, Placement::default());
+        let b = fx.file(1, Placement::default());
+        store.read(&a, 0, a.size).await.unwrap();
+        store.read(&b, 0, b.size).await.unwrap();
+        // b's last chunk pushed a's three oldest chunks down to disk.
+        assert_eq!(store.resident_tiers(&a.fv), [CHUNK, 3 * CHUNK]);
+        // One read of a demoted chunk is not enough; the second promotes it
+        // (memory has room below its high watermark).
+        store.read(&a, 0, 10).await.unwrap();
+        assert_eq!(store.resident_tiers(&a.fv), [CHUNK, 3 * CHUNK]);
+        let got = store.read(&a, 0, 10).await.unwrap();
+        assert_eq!(&got[..], &fx.data[0][..10]);
+        assert_eq!(store.resident_tiers(&a.fv), [2 * CHUNK, 2 * CHUNK]);
+        assert!(metrics
+            .encode()
+            .contains("shoal_evictions_total{tier=\"disk\",action=\"promote\"} 1"));
+        // And it reads back from memory correctly.
+        let all = store.read(&a, 0, a.size).await.unwrap();
+        assert_eq!(&all[..], &fx.data[0][..]);
+    });
+}
+
+#[test]
 fn pinned_chunks_stay_and_overflow_is_served_uncached() {
     rt().block_on(async {
         let fx = Fixture::new(&[CHUNK as usize * 3, CHUNK as usize * 3]).await;
