@@ -292,6 +292,7 @@ impl<'a> Catalog<'a> {
         versions: &[(u64, Vec<v1::FileEntry>)],
     ) -> Result<bool, CatalogError> {
         validate_name(&record.spec.name)?;
+        validate_import(&record, versions)?;
         let name = record.spec.name.clone();
         let have = match self.get(&name) {
             Ok(r) => Some(r.latest().version),
@@ -423,9 +424,92 @@ fn decode_entry(raw: &[u8]) -> Result<v1::FileEntry, CatalogError> {
     })
 }
 
+/// A dataset from a peer is checked like one an operator creates: a
+/// buggy or hostile peer must not plant a chunk size the store divides by,
+/// a path that escapes the dataset, or a file without an identity.
+fn validate_import(
+    record: &DatasetRecord,
+    versions: &[(u64, Vec<v1::FileEntry>)],
+) -> Result<(), CatalogError> {
+    let bad = |what: String| {
+        CatalogError::InvalidSpec(format!(
+            "peer sent dataset {:?} with {what}",
+            record.spec.name
+        ))
+    };
+    if !CHUNK_SIZE_RANGE.contains(&record.spec.chunk_size) {
+        return Err(bad(format!("chunk size {}", record.spec.chunk_size)));
+    }
+    for (version, entries) in versions {
+        for e in entries {
+            if !e.path.is_empty() && clean_path(&e.path).ok().as_deref() != Some(e.path.as_str()) {
+                return Err(bad(format!("path {:?} in version {version}", e.path)));
+            }
+            if e.kind() == v1::FileKind::File
+                && (!CHUNK_SIZE_RANGE.contains(&e.chunk_size) || e.file_version.len() != 16)
+            {
+                return Err(bad(format!(
+                    "file {:?} with chunk size {} in version {version}",
+                    e.path, e.chunk_size
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn imports_from_peers_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let catalog = Catalog::new(&index);
+        let spec = Spec::from_wire(&v1::DatasetSpec {
+            name: "ds".into(),
+            source: "file:///x".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let record = DatasetRecord {
+            spec,
+            created_unix: 1,
+            versions: vec![VersionInfo {
+                version: 1,
+                created_unix: 1,
+                files: 1,
+                directories: 0,
+                total_bytes: 10,
+            }],
+        };
+        let file = |path: &str, chunk_size: u64| v1::FileEntry {
+            path: path.into(),
+            kind: v1::FileKind::File as i32,
+            size: 10,
+            chunk_size,
+            file_version: vec![7u8; 16].into(),
+            ..Default::default()
+        };
+        for (entries, needle) in [
+            (vec![file("a", 0)], "chunk size 0"),
+            (vec![file("../etc/passwd", 1 << 20)], "path"),
+            (vec![file("a//b", 1 << 20)], "path"),
+        ] {
+            let err = catalog.import(record.clone(), &[(1, entries)]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(catalog.get("ds").is_err(), "nothing was stored");
+        }
+        let mut zero = record.clone();
+        zero.spec.chunk_size = 0;
+        assert!(catalog
+            .import(zero, &[(1, vec![file("a", 1 << 20)])])
+            .is_err());
+        assert!(catalog
+            .import(record, &[(1, vec![file("a", 1 << 20)])])
+            .unwrap());
+    }
 
     #[test]
     fn names_follow_the_rule() {

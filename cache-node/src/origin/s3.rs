@@ -239,33 +239,17 @@ impl Origin for S3Origin {
             detail,
         };
         let got_etag = resp.e_tag().map(unquote_etag).unwrap_or("");
-        if !object.etag.is_empty() || !got_etag.is_empty() {
-            if got_etag != object.etag {
-                return Err(changed(format!(
-                    "ETag {got_etag:?} differs from listed {:?}",
-                    object.etag
-                )));
-            }
-        } else {
-            // No ETags at all: pin by total size and Last-Modified (seconds).
-            let total = resp
-                .content_range()
-                .and_then(|r| r.rsplit('/').next())
-                .and_then(|t| t.parse::<u64>().ok());
-            if let Some(total) = total {
-                if total != object.size {
-                    return Err(changed(format!(
-                        "size {total} differs from listed {}",
-                        object.size
-                    )));
-                }
-            }
-            if let Some(lm) = resp.last_modified() {
-                if lm.secs() != object.mtime_nanos.div_euclid(1_000_000_000) {
-                    return Err(changed("Last-Modified differs from listing".into()));
-                }
-            }
-        }
+        let total = resp
+            .content_range()
+            .and_then(|r| r.rsplit('/').next())
+            .and_then(|t| t.parse::<u64>().ok());
+        check_version(
+            object,
+            got_etag,
+            total,
+            resp.last_modified().map(|lm| lm.secs()),
+        )
+        .map_err(changed)?;
         let whole_object = resp.content_range().is_none();
         let body = resp
             .body
@@ -294,9 +278,65 @@ impl Origin for S3Origin {
     }
 }
 
+/// Whether a GET answered for the version the listing saw: by ETag when
+/// both sides have one; otherwise (some servers list ETags but send none,
+/// or the reverse) by total size and Last-Modified, as when neither has one.
+fn check_version(
+    listed: &ObjectMeta,
+    got_etag: &str,
+    got_total: Option<u64>,
+    got_modified_secs: Option<i64>,
+) -> Result<(), String> {
+    if !listed.etag.is_empty() && !got_etag.is_empty() {
+        if got_etag != listed.etag {
+            return Err(format!(
+                "ETag {got_etag:?} differs from listed {:?}",
+                listed.etag
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(total) = got_total {
+        if total != listed.size {
+            return Err(format!("size {total} differs from listed {}", listed.size));
+        }
+    }
+    if let Some(lm) = got_modified_secs {
+        if lm != listed.mtime_nanos.div_euclid(1_000_000_000) {
+            return Err("Last-Modified differs from listing".into());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::unquote_etag;
+    use super::{check_version, unquote_etag};
+    use crate::origin::{ObjectKind, ObjectMeta};
+
+    #[test]
+    fn one_sided_etags_fall_back_to_size_and_mtime() {
+        let listed = |etag: &str| ObjectMeta {
+            path: "f".into(),
+            kind: ObjectKind::File,
+            size: 100,
+            mtime_nanos: 5_000_000_000,
+            mode: 0o644,
+            etag: etag.into(),
+            version_id: String::new(),
+            symlink_target: String::new(),
+        };
+        // Both sides: compared.
+        assert!(check_version(&listed("a"), "a", Some(100), Some(5)).is_ok());
+        assert!(check_version(&listed("a"), "b", Some(100), Some(5)).is_err());
+        // Only one side has one: size and Last-Modified decide.
+        assert!(check_version(&listed(""), "x", Some(100), Some(5)).is_ok());
+        assert!(check_version(&listed("x"), "", Some(100), Some(5)).is_ok());
+        assert!(check_version(&listed("x"), "", Some(101), Some(5)).is_err());
+        assert!(check_version(&listed(""), "x", Some(100), Some(6)).is_err());
+        // Neither: the same, and absent facts are not held against it.
+        assert!(check_version(&listed(""), "", None, None).is_ok());
+    }
 
     #[test]
     fn etags_compare_unquoted() {
