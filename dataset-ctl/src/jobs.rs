@@ -53,18 +53,18 @@ impl PrewarmTargets {
     /// The targeting fields of the job spec, and whether to target every node.
     pub fn resolve(self) -> Result<(v1::JobSpec, bool)> {
         let spec = v1::JobSpec {
-            nodes: self
-                .nodes
-                .as_deref()
-                .map(parse_nodes)
-                .transpose()?
-                .unwrap_or_default(),
+            nodes: nodes_of(self.nodes.as_deref())?,
             selector: parse_selector(&self.selector)?,
             replicas: self.replicas.unwrap_or(0),
             ..Default::default()
         };
         Ok((spec, self.all_nodes))
     }
+}
+
+/// The `--nodes` list, if given.
+fn nodes_of(arg: Option<&str>) -> Result<Vec<String>> {
+    Ok(arg.map(parse_nodes).transpose()?.unwrap_or_default())
 }
 
 /// Which nodes an evict or unpin targets: every node unless `--nodes`.
@@ -85,12 +85,7 @@ impl NodeTargets {
     pub fn resolve(self) -> Result<(v1::JobSpec, bool)> {
         let all_nodes = self.all_nodes || self.nodes.is_none();
         let spec = v1::JobSpec {
-            nodes: self
-                .nodes
-                .as_deref()
-                .map(parse_nodes)
-                .transpose()?
-                .unwrap_or_default(),
+            nodes: nodes_of(self.nodes.as_deref())?,
             ..Default::default()
         };
         Ok((spec, all_nodes))

@@ -131,6 +131,28 @@ fn agent(dir: &Path, sched: &Scheduler, name: &str, node: &Node) -> Proc {
     .unwrap()
 }
 
+/// One cache node with dataset "ds" holding `file`, a scheduler, and one
+/// agent ("gpu-0") registered with it.
+fn one_host(file: (&str, Vec<u8>)) -> (Fixture, Vec<Node>, std::path::PathBuf, Scheduler, Proc) {
+    let fx = Fixture::new("MD5", &[(file.0.into(), file.1)], NodeOpts::default());
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 1, |_| NodeOpts::default()).unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let dir = fx.tmp.path().join("sched");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sched = Scheduler::start(&dir);
+    let agent = agent(&dir, &sched, "gpu-0", &nodes[0]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        sched
+            .json(&["get", "nodes", "-o", "json"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .unwrap();
+    (fx, nodes, dir, sched, agent)
+}
+
 /// Processes whose command line contains `marker`.
 fn count_procs(marker: &str) -> usize {
     let out = Command::new("pgrep")
@@ -315,23 +337,7 @@ fn replicas_land_on_warm_hosts_read_their_data_and_are_replaced() {
 
 #[test]
 fn required_locality_warms_the_host_before_starting_and_bad_specs_change_nothing() {
-    let data = pattern(111, 5 * MIB);
-    let fx = Fixture::new("MD5", &[("m.bin".into(), data)], NodeOpts::default());
-    let nodes = cluster(&fx.tmp.path().join("cluster"), 1, |_| NodeOpts::default()).unwrap();
-    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
-    let dir = fx.tmp.path().join("sched");
-    std::fs::create_dir_all(&dir).unwrap();
-    let sched = Scheduler::start(&dir);
-    let _agent = agent(&dir, &sched, "gpu-0", &nodes[0]);
-    wait_for("the agent", Duration::from_secs(20), || {
-        sched
-            .json(&["get", "nodes", "-o", "json"])
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
-    })
-    .unwrap();
+    let (fx, nodes, dir, sched, _agent) = one_host(("m.bin", pattern(111, 5 * MIB)));
     let base = "kind: Job\nmetadata: {name: train}\nspec:\n  replicas: 1\n  \
                 command: [sh, -c, 'cmp -s /data/m.bin /data/m.bin && test $(wc -c < /data/m.bin) = 5242880']\n  \
                 gpu: {model: h100, count: 1}\n  datasets: [{name: ds}]\n  \
@@ -409,26 +415,7 @@ fn required_locality_warms_the_host_before_starting_and_bad_specs_change_nothing
 
 #[test]
 fn health_checks_container_reuse_and_a_killed_fuse_client() {
-    let fx = Fixture::new(
-        "MD5",
-        &[("w.bin".into(), pattern(121, MIB))],
-        NodeOpts::default(),
-    );
-    let nodes = cluster(&fx.tmp.path().join("cluster"), 1, |_| NodeOpts::default()).unwrap();
-    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
-    let dir = fx.tmp.path().join("sched");
-    std::fs::create_dir_all(&dir).unwrap();
-    let sched = Scheduler::start(&dir);
-    let _agent = agent(&dir, &sched, "gpu-0", &nodes[0]);
-    wait_for("the agent", Duration::from_secs(20), || {
-        sched
-            .json(&["get", "nodes", "-o", "json"])
-            .as_array()
-            .unwrap()
-            .len()
-            == 1
-    })
-    .unwrap();
+    let (_fx, nodes, dir, sched, _agent) = one_host(("w.bin", pattern(121, MIB)));
     // Ready only once the health check passes: the command creates the
     // file it checks for after reading its data, and keeps a counter in
     // its working directory (kept when the container is reused).
