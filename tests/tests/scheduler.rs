@@ -337,7 +337,7 @@ fn replicas_land_on_warm_hosts_read_their_data_and_are_replaced() {
 
 #[test]
 fn required_locality_warms_the_host_before_starting_and_bad_specs_change_nothing() {
-    let (fx, nodes, dir, sched, _agent) = one_host(("m.bin", pattern(111, 5 * MIB)));
+    let (_fx, nodes, dir, sched, _agent) = one_host(("m.bin", pattern(111, 5 * MIB)));
     let base = "kind: Job\nmetadata: {name: train}\nspec:\n  replicas: 1\n  \
                 command: [sh, -c, 'cmp -s /data/m.bin /data/m.bin && test $(wc -c < /data/m.bin) = 5242880']\n  \
                 gpu: {model: h100, count: 1}\n  datasets: [{name: ds}]\n  \
