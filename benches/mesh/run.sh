@@ -305,7 +305,7 @@ start_node() { # index, scenario tag, extra flags...
   # env both exec), and stopping it by pid stops the node.
   ip netns exec "${NS_H[$i]}" env AWS_ACCESS_KEY_ID="$AK" AWS_SECRET_ACCESS_KEY="$SK" AWS_REGION=us-east-1 \
     "$CACHE_NODE" --name "host-$i" --data-dir "$WORK/$tag/node-$i" --memory-dir "$SHM/$tag-$i" \
-    --listen "$ip:$API_PORT" --admin "$ip:$ADMIN_PORT" \
+    --listen "$ip:$API_PORT" --insecure-listen --admin "$ip:$ADMIN_PORT" \
     --peer-listen "$ip:$PEER_PORT" --tls-dir "$TLS/host-$i" --label "host=h$i" \
     "$@" > "$LOGS/$tag-node-$i.log" 2>&1 &
   NODE_PID[$i]=$!

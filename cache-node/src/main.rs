@@ -75,6 +75,10 @@ struct Args {
     /// File (mode 0600) with a token every TCP API request must carry.
     #[arg(long, env = "SHOAL_API_TOKEN_FILE", help_heading = "Network")]
     api_token_file: Option<PathBuf>,
+    /// Serve the TCP control API on a non-loopback address without a token
+    /// (anyone who reaches it can create datasets and read their data).
+    #[arg(long, help_heading = "Network")]
+    insecure_listen: bool,
     /// Node name.
     #[arg(long)]
     name: Option<String>,
@@ -115,6 +119,14 @@ enum CaCommand {
 }
 
 /// Reads an API token file, refusing one other users can read.
+/// Whether a listen address only accepts local connections.
+fn is_loopback(addr: &str) -> bool {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) => a.ip().is_loopback(),
+        Err(_) => addr.rsplit_once(':').is_some_and(|(h, _)| h == "localhost"),
+    }
+}
+
 fn read_token(path: &std::path::Path) -> anyhow::Result<Arc<str>> {
     use std::os::unix::fs::PermissionsExt;
     let meta =
@@ -253,6 +265,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => Some(read_token(p)?),
         None => None,
     };
+    if token.is_none() && !args.insecure_listen && !is_loopback(&resolved.listen) {
+        anyhow::bail!(
+            "refusing to serve the control API on {} without --api-token-file (anyone who can reach it could create datasets and read their data); use a loopback address, a token, or --insecure-listen",
+            resolved.listen
+        );
+    }
 
     let metrics = Arc::new(Metrics::default());
     let node = Node::open(resolved.node.clone(), metrics).context("opening node state")?;

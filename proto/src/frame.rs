@@ -13,7 +13,7 @@ pub const MAX_FRAME_BYTES: u32 = 80 << 20;
 pub enum FrameError {
     #[error("connection i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")]
+    #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(u32),
     #[error("malformed message: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -25,12 +25,22 @@ where
     M: Message + Default,
     R: AsyncRead + Unpin,
 {
+    read_frame_limited(reader, MAX_FRAME_BYTES).await
+}
+
+/// [`read_frame`] refusing frames over `max` bytes before reading them
+/// (for peers not yet authenticated).
+pub async fn read_frame_limited<M, R>(reader: &mut R, max: u32) -> Result<Option<M>, FrameError>
+where
+    M: Message + Default,
+    R: AsyncRead + Unpin,
+{
     let len = match reader.read_u32().await {
         Ok(len) => len,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if len > MAX_FRAME_BYTES {
+    if len > max.min(MAX_FRAME_BYTES) {
         return Err(FrameError::TooLarge(len));
     }
     // Memory grows with the bytes that actually arrived (a peer announcing

@@ -16,7 +16,9 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/shoal.v1.rs"));
 }
 
-pub use frame::{encode_frame, read_frame, write_frame, FrameError, MAX_FRAME_BYTES};
+pub use frame::{
+    encode_frame, read_frame, read_frame_limited, write_frame, FrameError, MAX_FRAME_BYTES,
+};
 
 /// The protocol version this build speaks. Bumped on any incompatible change;
 /// a peer receiving another version answers `UNSUPPORTED_VERSION`.

@@ -178,6 +178,50 @@ fn bad_node_config_exits_non_zero_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
 }
 
+/// A client without the token cannot make the node buffer a large frame:
+/// it announces 80 MiB and sends nothing more, and is answered at once.
+/// And a node refuses to serve the API on a non-loopback address without a
+/// token unless told to.
+#[test]
+fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_refused() {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "s3cr3t-t0ken-0123456789\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut opts = NodeOpts::default();
+    opts.env.push((
+        "SHOAL_API_TOKEN_FILE".into(),
+        token.to_string_lossy().into_owned(),
+    ));
+    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    let mut s = std::net::TcpStream::connect(&node.listen).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(&(80u32 << 20).to_be_bytes()).unwrap();
+    let mut answer = Vec::new();
+    // The node answers with an error frame and closes; it does not wait
+    // for 80 MiB (a timeout here would be the failure).
+    s.read_to_end(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer).contains("exceeds the limit"));
+    // Authenticated clients still work.
+    assert!(node
+        .ctl(&["--token-file", token.to_str().unwrap(), "list"])
+        .status
+        .success());
+
+    let out = std::process::Command::new(shoal_tests::bin("cache-node"))
+        .arg("--data-dir")
+        .arg(tmp.path().join("open"))
+        .args(["--memory-quota", "0", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--insecure-listen"), "{err}");
+}
+
 #[test]
 fn the_tcp_api_requires_the_token_when_one_is_configured() {
     use std::os::unix::fs::PermissionsExt;

@@ -12,13 +12,17 @@ pub mod admin;
 use std::path::Path;
 use std::sync::Arc;
 
-use shoal_proto::{read_frame, v1, write_frame};
+use shoal_proto::{read_frame_limited, v1, write_frame};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::node::Node;
+
+/// Largest frame accepted on a token-protected connection before a request
+/// has carried the token (every request of the API fits in it).
+const UNAUTHENTICATED_FRAME_BYTES: u32 = 64 << 10;
 
 /// Constant-time comparison, so a token cannot be guessed byte by byte.
 fn token_matches(given: &str, want: &str) -> bool {
@@ -39,10 +43,17 @@ async fn serve_conn<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut session = node.session();
+    // Until a request carries the token, frames are small: an
+    // unauthenticated client cannot make the node buffer large messages.
+    let mut limit = if token.is_some() {
+        UNAUTHENTICATED_FRAME_BYTES
+    } else {
+        shoal_proto::MAX_FRAME_BYTES
+    };
     loop {
         let req = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = read_frame::<v1::Request, _>(&mut stream) => r,
+            r = read_frame_limited::<v1::Request, _>(&mut stream, limit) => r,
         };
         let req = match req {
             Ok(Some(r)) => r,
@@ -59,7 +70,10 @@ async fn serve_conn<S>(
                 v1::ErrorCode::Unauthenticated,
                 "this node requires an API token on TCP connections (dataset-ctl --token-file or SHOAL_TOKEN_FILE)",
             ),
-            _ => node.handle(req, &mut session).await,
+            _ => {
+                limit = shoal_proto::MAX_FRAME_BYTES;
+                node.handle(req, &mut session).await
+            }
         };
         if let Err(e) = write_frame(&mut stream, &resp).await {
             tracing::debug!(error = %e, "client went away");
