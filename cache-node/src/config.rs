@@ -206,7 +206,6 @@ impl Config {
                 interval: (dead_after / 3).min(std::time::Duration::from_millis(500)),
                 dead_after,
                 serve_concurrency: self.mesh.serve_concurrency.unwrap_or(8).max(1),
-                corrupt_served_chunks: std::env::var("SHOAL_TEST_CORRUPT_PEER").is_ok_and(|v| v == "1"),
             }),
             _ => {
                 return Err(

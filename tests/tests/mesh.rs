@@ -65,26 +65,45 @@ fn three_nodes_fetch_each_chunk_from_the_origin_once() {
     );
 }
 
+/// A peer whose stored bytes rot (here: its tier file is overwritten on
+/// disk, as a bad disk or a tampering host would) serves chunks that no
+/// longer match the hash it recorded: the reader detects it and routes
+/// around, and still gets the origin's bytes. No test hook is involved.
 #[test]
 fn a_corrupt_peer_is_detected_and_routed_around() {
     let big = pattern(22, 16 * MIB);
     let fx = Fixture::new("MD5", &[("f.bin".into(), big.clone())], NodeOpts::default());
-    let nodes = cluster(&fx.tmp.path().join("cluster"), 2, |i| {
-        let mut o = NodeOpts::default();
-        if i == 1 {
-            o.env.push(("SHOAL_TEST_CORRUPT_PEER".into(), "1".into()));
-        }
-        o
+    // node-1's tiers outweigh node-0's: it owns every chunk.
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 2, |i| NodeOpts {
+        disk_quota: if i == 1 {
+            "400GiB".into()
+        } else {
+            "1GiB".into()
+        },
+        ..NodeOpts::default()
     })
     .unwrap();
     nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
     wait_dataset(&nodes[1], "ds");
+    // The owner caches the file (memory tier), then its bytes rot.
+    nodes[1].ctl_ok(&["prewarm", "ds", "--tier", "memory", "--wait"]);
+    let mut rotted = 0;
+    for e in std::fs::read_dir(nodes[1].memory_dir()).unwrap() {
+        let path = e.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        for i in (0..bytes.len()).step_by(1 << 20) {
+            bytes[i] ^= 0xff;
+            rotted += 1;
+        }
+        std::fs::write(&path, bytes).unwrap();
+    }
+    assert_eq!(rotted, 16);
     assert!(
         nodes[0].ctl_ok(&["cat", "ds", "f.bin"]) == big,
         "the reader still gets the origin's bytes"
     );
     assert!(
-        nodes[0].metric("shoal_peer_corrupt_chunks_total") > 0.0,
+        nodes[0].metric("shoal_peer_corrupt_chunks_total") >= 16.0,
         "corruption was detected"
     );
     assert!(nodes[0].logs().contains("failed blake3 verification"));

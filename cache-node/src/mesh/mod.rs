@@ -79,8 +79,6 @@ pub struct MeshConfig {
     /// Concurrent chunk requests served to peers (budget that keeps peer
     /// serving from starving local readers).
     pub serve_concurrency: usize,
-    /// Test hook: flip a byte of every chunk served to peers.
-    pub corrupt_served_chunks: bool,
 }
 
 /// What the mesh needs from its node: facts to gossip, catalog records,
@@ -562,13 +560,8 @@ impl Mesh {
                 () = changed => {}
             }
         };
-        let (mut data, hash) = node.serve_chunk(&f).await?;
+        let (data, hash) = node.serve_chunk(&f).await?;
         drop(permit);
-        if self.cfg.corrupt_served_chunks && !data.is_empty() {
-            let mut v = data.to_vec();
-            v[0] ^= 0xff;
-            data = Bytes::from(v);
-        }
         if !f.from.is_empty() && !f.resident_only {
             let mut h = self.holders.lock().expect("holders lock");
             if h.len() >= MAX_TRACKED_CHUNKS && !h.contains_key(&key) {
