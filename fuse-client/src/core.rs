@@ -35,7 +35,7 @@ use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::prefetch::Sequential;
+use crate::prefetch::{Sequential, Siblings};
 
 /// Errors of filesystem operations.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,8 @@ struct Inode {
     path: String,
     entry: v1::FileEntry,
     children: Option<Arc<Vec<DirEntry>>>,
+    /// (directory inode, position in its listing) once the directory was listed.
+    sibling: Option<(u64, u32)>,
 }
 
 struct OpenFile {
@@ -148,9 +150,14 @@ pub struct Core {
     next_fh: AtomicU64,
     prefetch_budget: Arc<Semaphore>,
     prefetches: Mutex<JoinSet<()>>,
+    /// Directory walks in progress, by directory inode.
+    walks: Mutex<HashMap<u64, Siblings>>,
     total_bytes: u64,
     total_files: u64,
 }
+
+/// Directories whose walks are tracked at once.
+const MAX_WALKS: usize = 64;
 
 /// Prefetch budget unit: permits are MiB.
 const MIB: u64 = 1 << 20;
@@ -235,6 +242,7 @@ impl Core {
                 path: String::new(),
                 entry: root,
                 children: None,
+                sibling: None,
             },
         );
         let mut by_path = HashMap::new();
@@ -250,6 +258,7 @@ impl Core {
             next_fh: AtomicU64::new(1),
             prefetch_budget: Arc::new(Semaphore::new(permits)),
             prefetches: Mutex::new(JoinSet::new()),
+            walks: Mutex::new(HashMap::new()),
             total_bytes: d.total_bytes,
             total_files: d.files + d.directories,
             s,
@@ -342,6 +351,7 @@ impl Core {
                         path: entry.path.clone(),
                         entry: entry.clone(),
                         children: None,
+                        sibling: None,
                     },
                 );
                 ino
@@ -416,7 +426,13 @@ impl Core {
             })
             .collect();
         let children = Arc::new(children);
-        if let Some(i) = self.inodes.lock().expect("inode lock").0.get_mut(&ino) {
+        let mut t = self.inodes.lock().expect("inode lock");
+        for (n, c) in children.iter().enumerate() {
+            if let Some(i) = t.0.get_mut(&c.attr.ino) {
+                i.sibling = Some((ino, n as u32));
+            }
+        }
+        if let Some(i) = t.0.get_mut(&ino) {
             i.children = Some(children.clone());
         }
         Ok(children)
@@ -484,13 +500,14 @@ impl Core {
         let _ = self.lease(Req::Nodes(v1::ListNodes {})).await;
     }
 
-    pub async fn open(&self, ino: u64) -> Result<Opened, FsError> {
+    pub async fn open(self: &Arc<Self>, ino: u64) -> Result<Opened, FsError> {
         let (path, entry) = self.inode(ino)?;
         match entry.kind() {
             v1::FileKind::Directory => return Err(FsError::IsDirectory),
             v1::FileKind::Symlink => return Err(FsError::NotFound),
             v1::FileKind::File => {}
         }
+        self.warm_siblings(ino);
         let Resp::Opened(o) = self.lease(Req::Open(self.path_ref(&path))).await? else {
             return Err(FsError::Remote("unexpected response".into()));
         };
@@ -516,6 +533,47 @@ impl Core {
             _ => None,
         };
         Ok(Opened { fh, passthrough })
+    }
+
+    /// When opens walk a listed directory in order, warms the next files
+    /// (within the mount's prefetch budget).
+    fn warm_siblings(self: &Arc<Self>, ino: u64) {
+        let next: Vec<(String, u64)> = {
+            let t = self.inodes.lock().expect("inode lock");
+            let Some((dir, idx)) = t.0.get(&ino).and_then(|i| i.sibling) else {
+                return;
+            };
+            let Some(parent) = t.0.get(&dir) else { return };
+            let Some(children) = parent.children.clone() else {
+                return;
+            };
+            let range = {
+                let mut walks = self.walks.lock().expect("walks lock");
+                if walks.len() > MAX_WALKS && !walks.contains_key(&dir) {
+                    walks.clear();
+                }
+                walks
+                    .entry(dir)
+                    .or_default()
+                    .on_open(idx as usize, children.len())
+            };
+            let Some(range) = range else { return };
+            children[range]
+                .iter()
+                .filter(|c| c.attr.kind == Kind::File && c.attr.size > 0)
+                .map(|c| {
+                    let path = if parent.path.is_empty() {
+                        c.name.clone()
+                    } else {
+                        format!("{}/{}", parent.path, c.name)
+                    };
+                    (path, c.attr.size)
+                })
+                .collect()
+        };
+        for (path, size) in next {
+            self.prefetch(&path, 0..size);
+        }
     }
 
     /// Drops a file's lease. Best effort and never retried: if the control

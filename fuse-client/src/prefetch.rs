@@ -9,6 +9,41 @@
 
 use std::ops::Range;
 
+/// Files warmed ahead of a process walking a directory's files in order.
+pub const SIBLINGS_AHEAD: usize = 32;
+
+/// Directory-walk detection: a process opening a directory's files one
+/// after another in listing order (a data loader over small files). From
+/// the second consecutive open on, the next files are warmed in the
+/// node's tiers so their origin round trips overlap instead of queueing;
+/// an open out of order stops it until the walk is seen again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Siblings {
+    last: Option<usize>,
+    warmed_to: usize,
+}
+
+impl Siblings {
+    /// Records an open of child `idx` of a directory with `count` children;
+    /// returns the children to warm, if any.
+    pub fn on_open(&mut self, idx: usize, count: usize) -> Option<Range<usize>> {
+        let in_order = self.last.is_some_and(|l| idx == l + 1);
+        self.last = Some(idx);
+        if !in_order {
+            self.warmed_to = idx + 1;
+            return None;
+        }
+        let from = self.warmed_to.max(idx + 1);
+        let to = (idx + 1 + SIBLINGS_AHEAD).min(count);
+        if to > from {
+            self.warmed_to = to;
+            Some(from..to)
+        } else {
+            None
+        }
+    }
+}
+
 /// Smallest prefetch window (one default chunk).
 pub const MIN_WINDOW: u64 = 4 << 20;
 /// Largest prefetch window.
@@ -57,6 +92,26 @@ impl Sequential {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sibling_walks_warm_ahead_once_and_stop_out_of_order() {
+        let mut s = Siblings::default();
+        assert_eq!(s.on_open(0, 100), None, "one open is no walk");
+        assert_eq!(s.on_open(1, 100), Some(2..2 + SIBLINGS_AHEAD));
+        // Each next open extends the window by one file, never twice.
+        assert_eq!(
+            s.on_open(2, 100),
+            Some(2 + SIBLINGS_AHEAD..3 + SIBLINGS_AHEAD)
+        );
+        // Out of order: nothing until the walk resumes from there.
+        assert_eq!(s.on_open(50, 100), None);
+        assert_eq!(s.on_open(51, 100), Some(52..84));
+        // The end of the directory bounds it.
+        let mut t = Siblings::default();
+        t.on_open(7, 10);
+        assert_eq!(t.on_open(8, 10), Some(9..10));
+        assert_eq!(t.on_open(9, 10), None);
+    }
 
     #[test]
     fn window_grows_while_sequential_and_resets_on_seek() {

@@ -304,6 +304,45 @@ fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
     assert!(std::fs::read(mnt.join(p)).unwrap() == *b);
 }
 
+/// A process opening a directory's files in listing order gets the next
+/// files warmed in the node before it opens them.
+#[test]
+fn walking_a_directory_warms_the_next_files() {
+    let (fx, files) = setup();
+    let mnt = fx.tmp.path().join("mnt");
+    let _m = Mount::start(&fx.node, "ds", &mnt, &[]).unwrap();
+    let dir = mnt.join("data/small");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let size_of = |n: &str| {
+        files
+            .iter()
+            .find(|(p, _)| *p == format!("data/small/{n}"))
+            .unwrap()
+            .1
+            .len() as u64
+    };
+    let cached = || fx.node.dataset("ds")["cached_bytes"].as_u64().unwrap();
+    assert_eq!(cached(), 0);
+    std::fs::read(dir.join(&names[0])).unwrap();
+    std::fs::read(dir.join(&names[1])).unwrap();
+    // The two files read, and exactly the next 32 nobody opened yet.
+    let ahead: u64 = names[..34].iter().map(|n| size_of(n)).sum();
+    wait_for(
+        "the next files to be warmed",
+        Duration::from_secs(10),
+        || cached() == ahead,
+    )
+    .unwrap();
+    // Reading out of order warms nothing more.
+    let before = cached();
+    std::fs::read(mnt.join("models/config.json")).unwrap();
+    assert_eq!(cached(), before + 17);
+}
+
 #[test]
 fn unmount_under_load_and_restart_after_a_crash() {
     let (fx, files) = setup();
