@@ -180,10 +180,9 @@ fn bad_node_config_exits_non_zero_with_one_line() {
 
 /// A client without the token cannot make the node buffer a large frame:
 /// it announces 80 MiB and sends nothing more, and is answered at once.
-/// And a node refuses to serve the API on a non-loopback address without a
-/// token unless told to.
+/// And a node serving the API on all interfaces without a token says so.
 #[test]
-fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_refused() {
+fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warned() {
     use std::io::{Read, Write};
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
@@ -211,15 +210,30 @@ fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_refu
         .status
         .success());
 
-    let out = std::process::Command::new(shoal_tests::bin("cache-node"))
-        .arg("--data-dir")
-        .arg(tmp.path().join("open"))
-        .args(["--memory-quota", "0", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--insecure-listen"), "{err}");
+    // Serving the API on all interfaces without a token is warned about.
+    let log = tmp.path().join("open.log");
+    let open = shoal_tests::Proc::spawn(
+        std::process::Command::new(shoal_tests::bin("cache-node"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("open"))
+            .arg("--memory-dir")
+            .arg(tmp.path().join("open-mem"))
+            .args(["--listen", &format!("0.0.0.0:{}", free_port())])
+            .args(["--admin", &format!("127.0.0.1:{}", free_port())]),
+        log.clone(),
+    )
+    .unwrap();
+    shoal_tests::wait_for(
+        "the node to start",
+        std::time::Duration::from_secs(20),
+        || open.log_text().contains("cache-node ready"),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", open.log_text()));
+    assert!(
+        open.log_text().contains("without --api-token-file"),
+        "{}",
+        open.log_text()
+    );
 }
 
 #[test]
