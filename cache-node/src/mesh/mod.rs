@@ -387,9 +387,11 @@ impl Mesh {
                 addrs
             };
             let msg = self.gossip_message(node.as_ref());
-            // A round never waits past the next one: an unresponsive
-            // target must not delay the heartbeats sent to the others.
-            let round = self.cfg.interval.max(Duration::from_millis(200));
+            // A round waits at most two intervals for a target (slack for
+            // a loaded host), still well inside the failure detector's
+            // delay: an unresponsive target must not hold back the
+            // heartbeats sent to the others.
+            let round = (self.cfg.interval * 2).max(Duration::from_millis(200));
             let rounds = targets.into_iter().map(|addr| {
                 let msg = msg.clone();
                 let me = self.clone();
