@@ -519,7 +519,10 @@ async fn dataset(endpoint: &Endpoint, req: Req) -> Result<v1::DatasetStatus> {
 
 /// Bytes per read request, and requests kept in flight: the node fetches
 /// a request's chunks in parallel, and several requests overlap so the
-/// origin pipe stays full while standard output drains.
+/// origin pipe stays full while standard output drains. The first request
+/// is small and each next one doubles, so the first bytes are written as
+/// soon as the first piece arrives instead of after a whole window.
+const CAT_FIRST_WINDOW: u64 = 256 << 10;
 const CAT_WINDOW: u64 = 16 << 20;
 const CAT_DEPTH: usize = 4;
 
@@ -558,6 +561,7 @@ async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> R
     let mut pool: Vec<Client> = vec![client];
     let mut inflight = FuturesOrdered::new();
     let mut offset = 0u64;
+    let mut window = CAT_FIRST_WINDOW;
     let mut out = std::io::stdout().lock();
     loop {
         while inflight.len() < CAT_DEPTH && offset < size {
@@ -570,21 +574,22 @@ async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> R
                 version: pinned,
                 path: path.clone(),
             };
-            let start = offset;
+            let (start, length) = (offset, window);
             inflight.push_back(async move {
                 let mut c = c;
                 let r = c
                     .call(Req::Read(v1::ReadRange {
                         file: Some(file),
                         offset: start,
-                        length: CAT_WINDOW,
+                        length,
                     }))
                     .await;
-                (c, r)
+                (c, r, length)
             });
-            offset += CAT_WINDOW;
+            offset += window;
+            window = (window * 2).min(CAT_WINDOW);
         }
-        let Some((c, r)) = inflight.next().await else {
+        let Some((c, r, asked)) = inflight.next().await else {
             break;
         };
         pool.push(c);
@@ -594,7 +599,7 @@ async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> R
         if data.data.is_empty() {
             break;
         }
-        let last = (data.data.len() as u64) < CAT_WINDOW;
+        let last = (data.data.len() as u64) < asked;
         if let Err(e) = out.write_all(&data.data) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(());
