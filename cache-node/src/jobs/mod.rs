@@ -475,7 +475,8 @@ impl Jobs {
     /// Runs this node's part; `part` ends Complete or Err(message).
     async fn execute(&self, spec: &v1::JobSpec, part: &mut v1::JobPart) -> Result<(), String> {
         let host = self.host().ok_or("node is shutting down")?;
-        let files = host.select_files(spec).await?;
+        // Shared by every chunk task of the part, not copied into each.
+        let files: Arc<[FileRef]> = host.select_files(spec).await?.into();
         drop(host);
         part.total_bytes = files.iter().map(|f| f.size).sum();
         match spec.kind() {
@@ -490,25 +491,6 @@ impl Jobs {
         }
     }
 
-    /// Resident bytes of the selection per tier, and the bytes that count
-    /// as done for `tier`.
-    fn measure(&self, files: &[FileRef], tier: Option<TierKind>) -> ([u64; 2], u64) {
-        let mut t = [0u64; 2];
-        for f in files {
-            let b = self.store.resident_tiers(&f.fv);
-            t[0] += b[0].min(f.size);
-            t[1] += b[1].min(f.size);
-        }
-        let done = match tier {
-            Some(k) => t[k as usize],
-            None => files
-                .iter()
-                .map(|f| self.store.resident_bytes(&f.fv).min(f.size))
-                .sum(),
-        };
-        (t, done)
-    }
-
     fn publish(
         &self,
         files: &[FileRef],
@@ -516,7 +498,10 @@ impl Jobs {
         part: &mut v1::JobPart,
         rate: &mut Rate,
     ) {
-        let (t, done) = self.measure(files, tier);
+        // One pass under one lock; a chunk sits in one tier only, so the
+        // bytes resident anywhere are the sum of the tiers.
+        let t = self.store.resident_of(files);
+        let done = tier.map_or(t[0] + t[1], |k| t[k as usize]);
         part.memory_bytes = t[0];
         part.disk_bytes = t[1];
         part.done_bytes = done;
@@ -528,7 +513,7 @@ impl Jobs {
     async fn prewarm(
         &self,
         spec: &v1::JobSpec,
-        files: &[FileRef],
+        files: &Arc<[FileRef]>,
         part: &mut v1::JobPart,
     ) -> Result<(), String> {
         let tier = match spec.tier() {
@@ -540,26 +525,25 @@ impl Jobs {
             self.pin_files(&spec.dataset, files)
                 .map_err(|e| e.to_string())?;
         }
-        let (origin0, peer0) = self.transfer_counters();
+        let base = self.store.transfer_counters();
         let mut rate = Rate::default();
         let mut last_error = String::new();
         for pass in 0..PASSES {
-            // Owned items: a closure over borrowed ones is not `Send` enough
-            // for a spawned task.
             // In file order on every target: targets that are also owners
             // then work in step, each chunk crossing the origin link once
             // and reaching the others right after (measured faster than
-            // starting each target elsewhere in the selection).
+            // starting each target elsewhere in the selection). Items are
+            // owned (indexes), as a closure over borrowed ones is not `Send`
+            // enough for a spawned task.
             let chunks: Vec<(usize, u32)> = files
                 .iter()
                 .enumerate()
                 .flat_map(|(n, f)| (0..ChunkStore::chunk_count(f)).map(move |i| (n, i)))
                 .collect();
-            let store = self.store.clone();
             let mut work = futures::stream::iter(chunks)
                 .map(|(n, i)| {
-                    let (store, file) = (store.clone(), files[n].clone());
-                    async move { store.ensure(&file, i, tier).await }
+                    let (store, files) = (self.store.clone(), files.clone());
+                    async move { store.ensure(&files[n], i, tier).await }
                 })
                 .buffer_unordered(PART_CONCURRENCY);
             let mut tick = tokio::time::interval(PROGRESS_EVERY);
@@ -574,20 +558,12 @@ impl Jobs {
                         }
                         None => break,
                     },
-                    _ = tick.tick() => {
-                        let (o, p) = self.transfer_counters();
-                        part.origin_bytes = o - origin0;
-                        part.peer_bytes = p - peer0;
-                        self.publish(files, tier, part, &mut rate);
-                    }
+                    _ = tick.tick() => self.publish_transfers(files, tier, base, part, &mut rate),
                 }
             }
             drop(work);
             part.failed_chunks = failed;
-            let (o, p) = self.transfer_counters();
-            part.origin_bytes = o - origin0;
-            part.peer_bytes = p - peer0;
-            self.publish(files, tier, part, &mut rate);
+            self.publish_transfers(files, tier, base, part, &mut rate);
             if part.done_bytes == part.total_bytes {
                 part.state = COMPLETE.into();
                 return Ok(());
@@ -602,10 +578,20 @@ impl Jobs {
         ))
     }
 
-    /// Node-wide origin and peer byte counters (a part reports the growth
-    /// while it runs; concurrent readers on the node are included).
-    fn transfer_counters(&self) -> (u64, u64) {
-        self.store.transfer_counters()
+    /// [`Jobs::publish`] with the origin and peer bytes received since
+    /// `base` (node-wide counters: concurrent readers are included).
+    fn publish_transfers(
+        &self,
+        files: &[FileRef],
+        tier: Option<TierKind>,
+        base: (u64, u64),
+        part: &mut v1::JobPart,
+        rate: &mut Rate,
+    ) {
+        let (o, p) = self.store.transfer_counters();
+        part.origin_bytes = o - base.0;
+        part.peer_bytes = p - base.1;
+        self.publish(files, tier, part, rate);
     }
 
     async fn evict(

@@ -493,7 +493,10 @@ impl ChunkStore {
                         return Ok(());
                     }
                 }
-                (None, _) => {
+                (None, None) => {
+                    self.fetch(file, idx).await?;
+                }
+                (None, Some(_)) => {
                     let mut f = file.clone();
                     f.placement.only = tier;
                     self.fetch(&f, idx).await?;
@@ -1083,9 +1086,14 @@ impl ChunkStore {
         self.state().groups()
     }
 
-    /// Resident bytes of a file version per tier (memory, disk).
-    pub fn resident_tiers(&self, fv: &FileVersionId) -> [u64; 2] {
-        self.state().fv_usage(fv).bytes
+    /// Resident bytes of a set of files per tier (memory, disk), in one
+    /// pass under one lock.
+    pub fn resident_of(&self, files: &[FileRef]) -> [u64; 2] {
+        let st = self.state();
+        files.iter().fold([0, 0], |[m, d], f| {
+            let b = st.fv_usage(&f.fv).bytes;
+            [m + b[0].min(f.size), d + b[1].min(f.size)]
+        })
     }
 
     /// Measured origin and peer throughput: ((bytes/s, at ms), (bytes/s, at ms)).

@@ -146,14 +146,23 @@ fn demoted_chunks_read_again_come_back_to_memory() {
         store.read(&a, 0, a.size).await.unwrap();
         store.read(&b, 0, b.size).await.unwrap();
         // b's last chunk pushed a's three oldest chunks down to disk.
-        assert_eq!(store.resident_tiers(&a.fv), [CHUNK, 3 * CHUNK]);
+        assert_eq!(
+            store.resident_of(std::slice::from_ref(&a)),
+            [CHUNK, 3 * CHUNK]
+        );
         // One read of a demoted chunk is not enough; the second promotes it
         // (memory has room below its high watermark).
         store.read(&a, 0, 10).await.unwrap();
-        assert_eq!(store.resident_tiers(&a.fv), [CHUNK, 3 * CHUNK]);
+        assert_eq!(
+            store.resident_of(std::slice::from_ref(&a)),
+            [CHUNK, 3 * CHUNK]
+        );
         let got = store.read(&a, 0, 10).await.unwrap();
         assert_eq!(&got[..], &fx.data[0][..10]);
-        assert_eq!(store.resident_tiers(&a.fv), [2 * CHUNK, 2 * CHUNK]);
+        assert_eq!(
+            store.resident_of(std::slice::from_ref(&a)),
+            [2 * CHUNK, 2 * CHUNK]
+        );
         assert!(metrics
             .encode()
             .contains("shoal_evictions_total{tier=\"disk\",action=\"promote\"} 1"));
