@@ -248,18 +248,6 @@ impl Node {
         self.mesh.get().cloned()
     }
 
-    pub fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    pub fn advertise(&self) -> &str {
-        &self.cfg.advertise
-    }
-
-    pub fn labels(&self) -> &HashMap<String, String> {
-        &self.cfg.labels
-    }
-
     /// Tier usage in wire form.
     pub fn tier_usage(&self) -> Vec<v1::TierUsage> {
         self.store
@@ -272,19 +260,6 @@ impl Node {
                 quota_bytes: u.quota,
                 pinned_bytes: u.pinned,
                 high_bytes: u.high,
-            })
-            .collect()
-    }
-
-    /// (name, latest version) of every dataset, for gossip.
-    pub fn dataset_digests(&self) -> Vec<v1::DatasetDigest> {
-        self.catalog()
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| v1::DatasetDigest {
-                version: r.latest().version,
-                name: r.spec.name,
             })
             .collect()
     }
@@ -951,7 +926,16 @@ impl JobHost for Node {
     }
 
     fn liveness(&self, node: &str) -> Option<Liveness> {
-        self.members()
+        // Called for every target of every job shown or gossiped: look the
+        // member up, do not assemble every member's facts.
+        if node == self.cfg.name {
+            return Some(Liveness {
+                alive: true,
+                updated_ms: unix_ms(),
+            });
+        }
+        self.mesh()?
+            .members()
             .into_iter()
             .find(|(m, _)| m.name == node)
             .map(|(m, state)| Liveness {
@@ -1037,7 +1021,15 @@ impl MeshHost for Node {
     }
 
     fn dataset_digests(&self) -> Vec<v1::DatasetDigest> {
-        Node::dataset_digests(self)
+        self.catalog()
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| v1::DatasetDigest {
+                version: r.latest().version,
+                name: r.spec.name,
+            })
+            .collect()
     }
 
     fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String> {
