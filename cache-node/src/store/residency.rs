@@ -274,11 +274,14 @@ impl Residency {
         }
     }
 
+    /// Nobody reads it, nothing else claimed it, and no open file holds
+    /// it: it may leave its tier (to move; to go, it must not be pinned).
+    fn movable(&self, key: &ChunkKey, e: &Entry) -> bool {
+        e.readers == 0 && !e.leaving && !self.held.contains_key(&key.fv)
+    }
+
     fn evictable(&self, key: &ChunkKey, e: &Entry) -> bool {
-        e.readers == 0
-            && !e.leaving
-            && !self.held.contains_key(&key.fv)
-            && !self.pins.contains_key(&key.fv)
+        self.movable(key, e) && !self.pins.contains_key(&key.fv)
     }
 
     pub fn budget(&self, tier: TierKind) -> Option<Budget> {
@@ -495,6 +498,10 @@ impl Residency {
     /// Marks a chunk leaving outright (for purges); false if it is being read.
     pub fn claim(&mut self, key: &ChunkKey) -> bool {
         let ok = self.chunks.get(key).is_some_and(|e| self.evictable(key, e));
+        self.mark_leaving(key, ok)
+    }
+
+    fn mark_leaving(&mut self, key: &ChunkKey, ok: bool) -> bool {
         if ok {
             self.chunks.get_mut(key).expect("checked").leaving = true;
         }
@@ -506,14 +513,8 @@ impl Residency {
     /// stay resident), but readers and open handles do (they may be reading
     /// the old tier's file directly).
     pub fn claim_move(&mut self, key: &ChunkKey) -> bool {
-        let held = self.held.contains_key(&key.fv);
-        match self.chunks.get_mut(key) {
-            Some(e) if e.readers == 0 && !e.leaving && !held => {
-                e.leaving = true;
-                true
-            }
-            _ => false,
-        }
+        let ok = self.chunks.get(key).is_some_and(|e| self.movable(key, e));
+        self.mark_leaving(key, ok)
     }
 
     /// Chunks whose access clock changed since the last call.
