@@ -178,15 +178,10 @@ fn bad_node_config_exits_non_zero_with_one_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid config"));
 }
 
-/// A client without the token cannot make the node buffer a large frame:
-/// it announces 80 MiB and sends nothing more, and is answered at once.
-/// And a node serving the API on all interfaces without a token says so.
-#[test]
-fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warned() {
-    use std::io::{Read, Write};
+/// A node whose TCP API requires the token in the returned file (0600).
+fn node_with_token(dir: &std::path::Path) -> (Node, std::path::PathBuf) {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let token = tmp.path().join("token");
+    let token = dir.join("token");
     std::fs::write(&token, "s3cr3t-t0ken-0123456789\n").unwrap();
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut opts = NodeOpts::default();
@@ -194,7 +189,17 @@ fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warn
         "SHOAL_API_TOKEN_FILE".into(),
         token.to_string_lossy().into_owned(),
     ));
-    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    (Node::start(&dir.join("node"), opts).unwrap(), token)
+}
+
+/// A client without the token cannot make the node buffer a large frame:
+/// it announces 80 MiB and sends nothing more, and is answered at once.
+/// And a node serving the API on all interfaces without a token says so.
+#[test]
+fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warned() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let (node, token) = node_with_token(tmp.path());
     let mut s = std::net::TcpStream::connect(&node.listen).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
         .unwrap();
@@ -240,15 +245,7 @@ fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warn
 fn the_tcp_api_requires_the_token_when_one_is_configured() {
     use std::os::unix::fs::PermissionsExt;
     let tmp = tempfile::tempdir().unwrap();
-    let token = tmp.path().join("token");
-    std::fs::write(&token, "s3cr3t-t0ken-0123456789\n").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut opts = NodeOpts::default();
-    opts.env.push((
-        "SHOAL_API_TOKEN_FILE".into(),
-        token.to_string_lossy().into_owned(),
-    ));
-    let node = Node::start(&tmp.path().join("node"), opts).unwrap();
+    let (node, token) = node_with_token(tmp.path());
     assert_fails(&node.ctl(&["list"]), "requires an API token");
     let with = node.ctl(&["--token-file", token.to_str().unwrap(), "list"]);
     assert!(

@@ -170,12 +170,7 @@ fn prewarm_to_every_node_fetches_each_byte_once_and_fans_out_over_the_mesh() {
     assert_eq!(loc["available_bytes"].as_u64(), Some(2 * selected));
 
     // Evict frees the bytes on the targets, and locality follows.
-    let out = nodes[0].ctl(&["evict", "ds", "--nodes", "node-0", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    nodes[0].ctl_ok(&["evict", "ds", "--nodes", "node-0", "--wait"]);
     let loc = locality(&nodes[0], "ds");
     assert_eq!(row(&loc, "node-0")["resident_bytes"], 0);
     assert_locality_matches_files(&loc, &nodes[0], "node-0", 2);
@@ -213,12 +208,7 @@ fn cancel_stops_a_job_and_progress_only_grows_to_the_exact_size() {
     let gets = slow.ranged_gets();
     fx.node
         .create_ok("small", "s3://bucket/small", &fx.s3.endpoint);
-    let out = fx.node.ctl(&["prewarm", "small", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.node.ctl_ok(&["prewarm", "small", "--wait"]);
     assert_eq!(slow.ranged_gets(), gets, "the cancelled job kept fetching");
     let resident = row(
         &locality(&fx.node, "ds"),
@@ -334,12 +324,7 @@ fn a_prewarm_that_does_not_fit_is_refused_and_changes_nothing() {
         assert_fails(&fx.node.ctl(args), needle);
     }
     // Memory and disk together hold it: pinned, it survives pressure.
-    let out = fx.node.ctl(&["prewarm", "ds", "--pin", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.node.ctl_ok(&["prewarm", "ds", "--pin", "--wait"]);
     let loc = locality(&fx.node, "ds");
     assert_eq!(
         loc["nodes"][0]["resident_bytes"].as_u64(),
@@ -350,18 +335,9 @@ fn a_prewarm_that_does_not_fit_is_refused_and_changes_nothing() {
     let out = fx.node.ctl(&["prewarm", "ds", "--tier", "disk"]);
     assert_fails(&out, "does not fit");
     // ...and once unpinned they do: everything moves to the disk tier.
-    let out = fx.node.ctl(&["unpin", "ds", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = fx.node.ctl(&["prewarm", "ds", "--tier", "disk", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.node.ctl_ok(&["unpin", "ds", "--wait"]);
+    fx.node
+        .ctl_ok(&["prewarm", "ds", "--tier", "disk", "--wait"]);
     let loc = locality(&fx.node, "ds");
     assert_eq!(
         loc["nodes"][0]["disk_bytes"].as_u64(),

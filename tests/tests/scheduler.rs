@@ -404,8 +404,18 @@ fn required_locality_warms_the_host_before_starting_and_bad_specs_change_nothing
     let job = nodes[0].ctl_ok(&["job", r["prewarm_job"].as_str().unwrap(), "-o", "json"]);
     let job: Value = serde_json::from_slice(&job).unwrap();
     assert_eq!(job["state"], "Complete");
+    // The replica was handed to its agent (the "scheduled" event after
+    // warming) only once the prewarm part had finished.
     let finished = job["parts"][0]["finished_unix_ms"].as_i64().unwrap();
-    assert!(r["started_ms"].as_i64().unwrap_or(i64::MAX) >= finished || r["started_ms"].is_null());
+    let handed_over = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["deployment"] == "train" && e["kind"] == "scheduled")
+        .map(|e| e["time_ms"].as_i64().unwrap())
+        .next_back()
+        .expect("a scheduled event");
+    assert!(handed_over >= finished, "{handed_over} < {finished}");
     assert_eq!(r["exit_code"], 0, "{r:#}");
     wait_for("the job's phase", Duration::from_secs(10), || {
         sched.json(&["describe", "train"])["phase"] == "Succeeded"
