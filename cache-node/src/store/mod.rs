@@ -436,21 +436,33 @@ impl ChunkStore {
         // A chunk still arriving (its flight is writing it) is as good as
         // resident: an owner redirects to a holder as soon as it has sent
         // the bytes, possibly before the holder has stored them.
-        let deadline = std::time::Instant::now() + FLIGHT_WAIT;
+        let deadline = tokio::time::Instant::now() + FLIGHT_WAIT;
         let entry = loop {
             if let Some(e) = self.state().acquire(&key) {
                 break e;
             }
-            let arriving = self
+            let flight = self
                 .inner
                 .inflight
                 .lock()
                 .expect("inflight lock")
-                .contains_key(&key);
-            if !arriving || std::time::Instant::now() >= deadline {
+                .get(&key)
+                .cloned();
+            let Some(flight) = flight else {
+                return Ok(None);
+            };
+            if flight.initialized() {
+                // Ended a moment ago; its owner is about to retire it.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // Wait for the chunk's flight to end, then look again. (Joining
+            // a flight whose owner has not started it yet only makes that
+            // owner see Retry and look again: harmless.)
+            let joined = flight.get_or_init(|| async { Ok(Flight::Retry) });
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
                 return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let _guard = ReadGuard {
             store: &self.inner,
