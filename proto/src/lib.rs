@@ -6,6 +6,7 @@
 //! `u32` length followed by the encoded message. Keeping framing here means
 //! the node and every client agree on limits and on version checks.
 
+pub mod cli;
 pub mod client;
 pub mod frame;
 pub mod json;
