@@ -159,18 +159,12 @@ impl Agent {
     /// Collects exits and runs due health checks.
     async fn observe(&self) {
         let mut due = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut running = self.running.lock().expect("running lock");
-            let mut gone = Vec::new();
             for (id, r) in running.iter_mut() {
                 if let Ok(Some(status)) = r.child.try_wait() {
-                    let msg = std::fs::read_to_string(self.dir(id).join("wrapper.err"))
-                        .unwrap_or_default()
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .to_string();
-                    gone.push((id.clone(), status.code(), msg));
+                    gone.push((id.clone(), status.code()));
                     continue;
                 }
                 if let Some(h) = &r.health {
@@ -181,14 +175,23 @@ impl Agent {
                     }
                 }
             }
-            for (id, code, msg) in gone {
-                running.remove(&id);
-                tracing::info!(replica = %id, code = ?code, "replica exited");
-                self.exited
-                    .lock()
-                    .expect("exited lock")
-                    .insert(id, (code, msg));
+            for (id, _) in &gone {
+                running.remove(id);
             }
+        }
+        // The wrapper's last error line, read with no lock held.
+        for (id, code) in gone {
+            let msg = std::fs::read_to_string(self.dir(&id).join("wrapper.err"))
+                .unwrap_or_default()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+            tracing::info!(replica = %id, code = ?code, "replica exited");
+            self.exited
+                .lock()
+                .expect("exited lock")
+                .insert(id, (code, msg));
         }
         for (id, h) in due {
             let ok = if !h.http.is_empty() {
