@@ -511,7 +511,7 @@ fn health_checks_container_reuse_and_a_killed_fuse_client() {
     assert_eq!(count_procs("sleep 86393"), 1);
     assert_eq!(count_procs(&sock), 1);
     // The estimate's error was measured for the replicas that became ready.
-    let metrics = reqwest_free_get(&sched.url, "/metrics");
+    let metrics = get_ok(&sched.url, "/metrics");
     let count: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("shoal_scheduler_startup_estimate_error_seconds_count "))
@@ -522,7 +522,8 @@ fn health_checks_container_reuse_and_a_killed_fuse_client() {
     assert!(count >= 3.0, "{metrics}");
 }
 
-fn reqwest_free_get(url: &str, path: &str) -> String {
+/// The body of a 200 answer from the scheduler at `url`.
+fn get_ok(url: &str, path: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let (status, body) = shoal_tests::http_get(addr, path).unwrap();
     assert_eq!(status, 200);
