@@ -31,6 +31,9 @@ pub struct Metrics {
     pub dedup_fills: Counter,
     /// Reads served without caching because no tier had room.
     pub uncached_reads: Counter,
+    /// Reads answered with exactly their bytes from the origin (a seek or
+    /// a stream's first bytes), leaving the chunks cold.
+    pub direct_reads: Counter,
     /// Requests handled by the read/control API, by `op`.
     pub api_requests: Family<Labels, Counter>,
     /// Chunk bytes received from peers (verified).
@@ -99,6 +102,11 @@ impl Metrics {
             "uncached_reads",
             "Reads served without caching because no tier had room",
             self.uncached_reads.clone(),
+        );
+        reg.register(
+            "direct_reads",
+            "Reads answered with exactly their bytes from the origin, chunks left cold",
+            self.direct_reads.clone(),
         );
         reg.register(
             "api_requests",

@@ -447,7 +447,11 @@ impl Node {
             Req::Read(r) => {
                 let (file, version) = self.file_ref(r.file.as_ref()).await?;
                 let len = r.length.min(MAX_READ);
-                let data = self.store.read(&file, r.offset, len).await?;
+                let data = if r.direct {
+                    self.store.read_direct(&file, r.offset, len).await?
+                } else {
+                    self.store.read(&file, r.offset, len).await?
+                };
                 Resp::Data(v1::ReadData { version, data })
             }
             Req::Backing(r) => {

@@ -570,6 +570,7 @@ async fn cat(endpoint: &Endpoint, name: String, path: String, version: u64) -> R
                         file: Some(file),
                         offset: start,
                         length,
+                        direct: false,
                     }))
                     .await;
                 (c, r, length)

@@ -617,14 +617,15 @@ impl Core {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let next = f.seq.lock().expect("seq lock").on_read(offset, end, f.size);
-        if let Some(range) = next {
+        let plan = f.seq.lock().expect("seq lock").on_read(offset, end, f.size);
+        if let Some(range) = plan.warm {
             self.prefetch(&f.path, range);
         }
         let range = v1::ReadRange {
             file: Some(self.path_ref(&f.path)),
             offset,
             length: end - offset,
+            direct: plan.direct,
         };
         if let Resp::Backing(b) = self.call(Req::Backing(range.clone())).await? {
             if !b.path.is_empty() {
@@ -652,6 +653,7 @@ impl Core {
             file: Some(self.path_ref(path)),
             offset: range.start,
             length: range.end - range.start,
+            direct: false,
         });
         let mut tasks = self.prefetches.lock().expect("prefetch lock");
         while tasks.try_join_next().is_some() {}

@@ -7,6 +7,7 @@
 //! number of prefetch bytes in flight per mount is bounded separately by
 //! the caller's budget.
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// Files warmed ahead of a process walking a directory's files in order.
@@ -49,37 +50,94 @@ pub const MIN_WINDOW: u64 = 4 << 20;
 /// Largest prefetch window.
 pub const MAX_WINDOW: u64 = 64 << 20;
 
+/// What to do for one read of an open file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Range to warm in the node's tiers, in the background.
+    pub warm: Option<Range<u64>>,
+    /// Ask the node for exactly these bytes (not whole chunks) when they
+    /// are not resident: a seek, or the first read of a stream.
+    pub direct: bool,
+}
+
 /// Per-file prefetch state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sequential {
     next: u64,
     window: u64,
     prefetched_to: u64,
+    /// Bytes read directly per [`MIN_WINDOW`]-aligned region.
+    heat: HashMap<u64, u64>,
 }
 
+/// Bytes read directly from a region past which it is worth warming whole:
+/// a random reader that keeps coming back to a region gets it cached.
+pub const HOT_BYTES: u64 = 1 << 20;
+/// Regions whose direct bytes are tracked per open file.
+const MAX_HEAT: usize = 1024;
+
 impl Sequential {
-    /// Records a read of `[offset, end)` of a file of `size` bytes and returns
-    /// the range to warm next, if any.
-    pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
-        if self.window > 0 && offset == self.next {
+    /// Records a read of `[offset, end)` of a file of `size` bytes.
+    ///
+    /// - Sequential reads grow the window and warm ahead of the reader.
+    /// - The first read of a file at offset 0 that does not cover the
+    ///   whole file is direct (its bytes come back after one origin round
+    ///   trip instead of a whole chunk), and the first window is warmed
+    ///   meanwhile for the reads that follow. A first read covering the
+    ///   whole file (a small file) fetches its chunk normally, so the file
+    ///   is cached.
+    /// - A seek is direct and warms nothing, so random readers do not pull
+    ///   whole chunks, until the reader proves sequential again or keeps
+    ///   reading one region ([`HOT_BYTES`]), which is then warmed whole.
+    pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Plan {
+        let first = self.window == 0;
+        if !first && offset == self.next {
             self.window = (self.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
-        } else {
-            // A seek (or the first read): no prefetch until reads prove to
-            // be sequential, so random readers do not pull whole chunks.
-            self.window = MIN_WINDOW / 2;
-            self.prefetched_to = end;
             self.next = end;
+            let target = end.saturating_add(self.window).min(size);
+            let from = self.prefetched_to.max(end);
+            if target > from {
+                self.prefetched_to = target;
+                return Plan {
+                    warm: Some(from..target),
+                    direct: false,
+                };
+            }
+            return Plan::default();
+        }
+        self.window = MIN_WINDOW / 2;
+        self.next = end;
+        self.prefetched_to = end;
+        if first && offset == 0 {
+            if end >= size {
+                return Plan::default();
+            }
+            let to = MIN_WINDOW.min(size);
+            self.prefetched_to = to;
+            return Plan {
+                warm: Some(0..to),
+                direct: true,
+            };
+        }
+        Plan {
+            warm: self.heat(offset, end, size),
+            direct: true,
+        }
+    }
+
+    /// Counts a direct read against its region; the region's range once
+    /// it is hot.
+    fn heat(&mut self, offset: u64, end: u64, size: u64) -> Option<Range<u64>> {
+        let region = offset / MIN_WINDOW;
+        if self.heat.len() >= MAX_HEAT && !self.heat.contains_key(&region) {
+            self.heat.clear();
+        }
+        let bytes = self.heat.entry(region).or_default();
+        if *bytes > HOT_BYTES {
             return None;
         }
-        self.next = end;
-        let target = end.saturating_add(self.window).min(size);
-        let from = self.prefetched_to.max(end);
-        if target > from {
-            self.prefetched_to = target;
-            Some(from..target)
-        } else {
-            None
-        }
+        *bytes += end - offset;
+        (*bytes > HOT_BYTES).then_some(region * MIN_WINDOW..((region + 1) * MIN_WINDOW).min(size))
     }
 
     /// The current window.
@@ -119,11 +177,14 @@ mod tests {
         let mut s = Sequential::default();
         assert_eq!(
             s.on_read(0, 1 << 20, size),
-            None,
-            "no prefetch before a second sequential read"
+            Plan {
+                warm: Some(0..MIN_WINDOW),
+                direct: true
+            },
+            "a stream's first read is direct and warms the first window"
         );
-        let r = s.on_read(1 << 20, 2 << 20, size).unwrap();
-        assert_eq!(r, (2 << 20)..((2 << 20) + MIN_WINDOW));
+        let r = s.on_read(1 << 20, 2 << 20, size).warm.unwrap();
+        assert_eq!(r, MIN_WINDOW..((2 << 20) + MIN_WINDOW));
         let mut last = s.window();
         for i in 2..10u64 {
             s.on_read(i << 20, (i + 1) << 20, size);
@@ -131,9 +192,13 @@ mod tests {
             last = s.window();
         }
         assert_eq!(s.window(), MAX_WINDOW);
-        // Seek far away: nothing until the reader continues sequentially.
-        assert_eq!(s.on_read(500 << 20, 501 << 20, size), None);
-        let r = s.on_read(501 << 20, 502 << 20, size).unwrap();
+        // Seek far away: direct, nothing warmed until the reader continues
+        // sequentially.
+        let p = s.on_read(500 << 20, 501 << 20, size);
+        assert_eq!((p.warm, p.direct), (None, true));
+        let p = s.on_read(501 << 20, 502 << 20, size);
+        assert!(!p.direct);
+        let r = p.warm.unwrap();
         assert_eq!(s.window(), MIN_WINDOW);
         assert_eq!(r.start, 502 << 20);
     }
@@ -142,11 +207,50 @@ mod tests {
     fn never_past_the_end_and_never_twice() {
         let mut s = Sequential::default();
         let size = 7 << 20;
-        assert_eq!(s.on_read(0, 1 << 20, size), None);
-        let r = s.on_read(1 << 20, 2 << 20, size).unwrap();
+        assert_eq!(s.on_read(0, 1 << 20, size).warm, Some(0..MIN_WINDOW));
+        let r = s.on_read(1 << 20, 2 << 20, size).warm.unwrap();
         assert_eq!(r.end, 6 << 20);
-        let r = s.on_read(2 << 20, 3 << 20, size).unwrap();
+        let r = s.on_read(2 << 20, 3 << 20, size).warm.unwrap();
         assert_eq!(r, (6 << 20)..size);
-        assert_eq!(s.on_read(3 << 20, 4 << 20, size), None);
+        assert_eq!(s.on_read(3 << 20, 4 << 20, size), Plan::default());
+    }
+
+    #[test]
+    fn a_small_file_read_whole_is_fetched_normally_so_it_is_cached() {
+        let mut s = Sequential::default();
+        assert_eq!(s.on_read(0, 40_000, 40_000), Plan::default());
+    }
+
+    #[test]
+    fn random_reads_are_direct_until_a_region_is_hot() {
+        let size = 1 << 30;
+        let mut s = Sequential::default();
+        // The first read is not at 0: a seek (a footer read, a random reader).
+        let p = s.on_read(100 << 20, (100 << 20) + 4096, size);
+        assert_eq!((p.warm, p.direct), (None, true));
+        // Reads hopping around one 4 MiB region: warmed once it is hot.
+        let region = (100 << 20) / MIN_WINDOW * MIN_WINDOW;
+        let mut warmed = Vec::new();
+        for i in 1..400u64 {
+            let off = region + (i * 7919 * 4096) % MIN_WINDOW;
+            let p = s.on_read(off, off + 4096, size);
+            assert!(p.direct);
+            warmed.extend(p.warm);
+        }
+        assert_eq!(
+            warmed,
+            vec![region..region + MIN_WINDOW],
+            "warmed exactly once"
+        );
+        // Scattered reads over many regions stay direct and warm nothing.
+        let mut t = Sequential::default();
+        for i in 0..200u64 {
+            let p = t.on_read(
+                i * 5 * MIN_WINDOW + 12_288,
+                i * 5 * MIN_WINDOW + 16_384,
+                size,
+            );
+            assert_eq!((p.warm, p.direct), (None, true));
+        }
     }
 }

@@ -1114,6 +1114,7 @@ fn tier_map(socket: &Path, ds: &Dataset, rels: &[String]) -> Result<HashMap<Stri
                 }),
                 offset: 0,
                 length: ds.size[rel],
+                direct: false,
             };
             match c.call(Req::Backing(range)).await? {
                 Resp::Backing(b) if b.complete && !b.path.is_empty() => {

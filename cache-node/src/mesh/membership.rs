@@ -94,6 +94,19 @@ impl Membership {
         }
     }
 
+    /// Whether a live member other than ourselves reports resident bytes
+    /// of `dataset` at `version`.
+    pub fn peer_holds(&self, dataset: &str, version: u64, now: Instant) -> bool {
+        self.others.values().any(|e| {
+            self.state_of(e, now) == State::Alive
+                && e.member.residency.iter().any(|r| {
+                    r.dataset == dataset
+                        && r.version == version
+                        && r.memory_bytes + r.disk_bytes > 0
+                })
+        })
+    }
+
     /// Live members, ourselves included.
     pub fn alive(&self, now: Instant) -> Vec<v1::Member> {
         let mut v: Vec<_> = self

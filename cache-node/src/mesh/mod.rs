@@ -758,4 +758,14 @@ impl PeerSource for Mesh {
         }
         None
     }
+
+    fn may_hold(&self, file: &FileRef) -> bool {
+        let Some(l) = file.locator.as_ref() else {
+            return false;
+        };
+        self.members
+            .lock()
+            .expect("members lock")
+            .peer_holds(&l.dataset, l.version, Instant::now())
+    }
 }

@@ -112,6 +112,10 @@ pub trait PeerSource: Send + Sync {
     /// verified (the caller does not hash them again); `None` means "fetch
     /// it from the origin".
     async fn fetch(&self, file: &FileRef, idx: u32) -> Option<(Bytes, [u8; 32])>;
+
+    /// Whether a peer may hold bytes of `file` (cheap, no I/O): a direct
+    /// origin read is not worth it when one does.
+    fn may_hold(&self, file: &FileRef) -> bool;
 }
 
 impl FileRef {
@@ -190,6 +194,9 @@ struct Inner {
     state: Mutex<Residency>,
     inflight: Mutex<HashMap<ChunkKey, FlightCell>>,
     origin_permits: Semaphore,
+    /// Direct reads have their own permits: they must not queue behind
+    /// whole-chunk fetches (that wait is what they exist to avoid).
+    direct_permits: Semaphore,
     read_concurrency: usize,
     metrics: Arc<Metrics>,
     peers: std::sync::OnceLock<Arc<dyn PeerSource>>,
@@ -348,6 +355,7 @@ impl ChunkStore {
                 state: Mutex::new(state),
                 inflight: Mutex::new(HashMap::new()),
                 origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
+                direct_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 read_concurrency: cfg.read_concurrency.max(1),
                 metrics,
                 peers: std::sync::OnceLock::new(),
@@ -408,6 +416,39 @@ impl ChunkStore {
             out.extend_from_slice(&p);
         }
         Ok(out.freeze())
+    }
+
+    /// Reads `[offset, offset+len)` for a reader that will not read the
+    /// rest of its chunks soon: a seek, or the first bytes of a stream
+    /// whose chunks are being warmed separately. Resident chunks are served
+    /// from their tier; otherwise exactly these bytes are fetched from the
+    /// origin, leaving the chunks as they are, so a 4 KiB read costs one
+    /// round trip and 4 KiB instead of a whole chunk. When a live peer may
+    /// hold the file, the chunks are fetched as usual (peer first): the
+    /// origin is asked once per cluster.
+    pub async fn read_direct(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<Bytes, StoreError> {
+        let end = offset.saturating_add(len).min(file.size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let first = (offset / file.chunk_size) as u32;
+        let last = ((end - 1) / file.chunk_size) as u32;
+        let resident = {
+            let st = self.state();
+            (first..=last).all(|idx| st.get(&file.key(idx)).is_some())
+        };
+        let peer_may_hold = self.inner.peers.get().is_some_and(|p| p.may_hold(file));
+        if resident || peer_may_hold {
+            return self.read(file, offset, len).await;
+        }
+        self.inner.metrics.direct_reads.inc();
+        self.fetch_origin(file, offset..end, &self.inner.direct_permits)
+            .await
     }
 
     /// Makes every chunk of `[offset, offset+len)` resident without returning bytes.
@@ -719,7 +760,9 @@ impl ChunkStore {
             }
             (None, Some(found)) => found,
             (None, None) => {
-                let b = self.fetch_origin(file, range.clone()).await?;
+                let b = self
+                    .fetch_origin(file, range.clone(), &self.inner.origin_permits)
+                    .await?;
                 let h = *blake3::hash(&b).as_bytes();
                 (b, h)
             }
@@ -794,13 +837,9 @@ impl ChunkStore {
         &self,
         file: &FileRef,
         range: std::ops::Range<u64>,
+        permits: &Semaphore,
     ) -> Result<Bytes, StoreError> {
-        let _permit = self
-            .inner
-            .origin_permits
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = permits.acquire().await.expect("semaphore never closed");
         let m = &self.inner.metrics;
         let mut attempt = 0;
         loop {

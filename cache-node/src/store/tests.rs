@@ -363,3 +363,78 @@ proptest! {
         })?;
     }
 }
+
+/// A peer source that never has the bytes but may say a peer holds the file.
+struct NoBytesPeer {
+    holds: bool,
+}
+
+#[async_trait::async_trait]
+impl PeerSource for NoBytesPeer {
+    async fn fetch(&self, _file: &FileRef, _idx: u32) -> Option<(Bytes, [u8; 32])> {
+        None
+    }
+
+    fn may_hold(&self, _file: &FileRef) -> bool {
+        self.holds
+    }
+}
+
+#[test]
+fn direct_reads_fetch_exactly_their_bytes_and_leave_chunks_cold() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 4]).await;
+        let (store, metrics) = fx.open(1 << 20, 1 << 20);
+        let file = fx.file(0, Placement::default());
+        let want = |a: u64, b: u64| &fx.data[0][a as usize..b as usize];
+
+        let got = store.read_direct(&file, CHUNK + 100, 4096).await.unwrap();
+        assert_eq!(&got[..], want(CHUNK + 100, CHUNK + 4196));
+        assert_eq!(fx.origin.reads(), 1);
+        assert_eq!(store.resident_bytes(&file.fv), 0, "the chunk stays cold");
+        // Across a chunk boundary, still exactly the bytes asked for.
+        let got = store.read_direct(&file, 2 * CHUNK - 10, 20).await.unwrap();
+        assert_eq!(&got[..], want(2 * CHUNK - 10, 2 * CHUNK + 10));
+        assert_eq!(fx.origin.reads(), 2);
+        assert_eq!(store.resident_bytes(&file.fv), 0);
+
+        // A resident chunk serves direct reads from its tier.
+        store.read(&file, CHUNK, CHUNK).await.unwrap();
+        assert_eq!(store.resident_bytes(&file.fv), CHUNK);
+        let reads = fx.origin.reads();
+        let got = store.read_direct(&file, CHUNK + 7, 1000).await.unwrap();
+        assert_eq!(&got[..], want(CHUNK + 7, CHUNK + 1007));
+        assert_eq!(fx.origin.reads(), reads, "served from the tier");
+        // Clamped to the file's end, and empty past it.
+        let got = store.read_direct(&file, file.size - 5, 100).await.unwrap();
+        assert_eq!(&got[..], want(file.size - 5, file.size));
+        assert!(store
+            .read_direct(&file, file.size, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(metrics.encode().contains("shoal_direct_reads_total 3"));
+    });
+}
+
+#[test]
+fn direct_reads_fill_chunks_as_usual_when_a_peer_may_hold_the_file() {
+    rt().block_on(async {
+        let fx = Fixture::new(&[CHUNK as usize * 2]).await;
+        let (store, _) = fx.open(1 << 20, 1 << 20);
+        let file = fx.file(0, Placement::default());
+        store.set_peers(Arc::new(NoBytesPeer { holds: false }));
+        store.read_direct(&file, 0, 10).await.unwrap();
+        assert_eq!(store.resident_bytes(&file.fv), 0);
+        drop(store);
+        let (store, _) = fx.open(1 << 20, 1 << 20);
+        store.set_peers(Arc::new(NoBytesPeer { holds: true }));
+        let got = store.read_direct(&file, 0, 10).await.unwrap();
+        assert_eq!(&got[..], &fx.data[0][..10]);
+        assert_eq!(
+            store.resident_bytes(&file.fv),
+            CHUNK,
+            "fetched whole (peer first), so the cluster's copy is used"
+        );
+    });
+}
