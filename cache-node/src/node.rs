@@ -20,7 +20,8 @@ use futures::FutureExt;
 use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
 use tokio::sync::Mutex;
 
-use crate::catalog::{self, manifest, Catalog, CatalogError, DatasetRecord, Spec};
+use crate::catalog::manifest::{self, SkippedKey};
+use crate::catalog::{self, Catalog, CatalogError, DatasetRecord, Spec};
 use crate::index::{FileVersionId, Index, IndexError};
 use crate::jobs::model::{self as job_model, Candidate, Liveness, TierRoom};
 use crate::jobs::{JobError, JobHost, Jobs};
@@ -607,7 +608,10 @@ impl Node {
         ))
     }
 
-    async fn list_source(&self, spec: &Spec) -> Result<Vec<v1::FileEntry>, NodeError> {
+    async fn list_source(
+        &self,
+        spec: &Spec,
+    ) -> Result<(Vec<v1::FileEntry>, Vec<SkippedKey>), NodeError> {
         let origin = connect(spec).await?;
         let objects = origin.list().await?;
         if !objects
@@ -619,11 +623,11 @@ impl Node {
             );
         }
         let (entries, skipped) = manifest::build(spec, objects);
-        if !skipped.is_empty() {
-            tracing::warn!(dataset = %spec.name, count = skipped.len(), first = %skipped[0], "skipped keys that are not valid POSIX paths");
+        if let Some(first) = skipped.first() {
+            tracing::warn!(dataset = %spec.name, count = skipped.len(), first = ?first.key, reason = %first.reason, "skipped origin keys that no path can show (see `dataset-ctl get`)");
         }
         self.origins.lock().await.insert(spec.name.clone(), origin);
-        Ok(entries)
+        Ok((entries, skipped))
     }
 
     async fn create(&self, wire: &v1::DatasetSpec) -> Result<v1::DatasetStatus, NodeError> {
@@ -632,13 +636,13 @@ impl Node {
         if self.catalog().exists(&spec.name)? {
             return Err(CatalogError::AlreadyExists(spec.name).into());
         }
-        let entries = self.list_source(&spec).await?;
+        let (entries, skipped) = self.list_source(&spec).await?;
         let record = DatasetRecord {
             spec,
             created_unix: catalog::now_unix(),
             versions: Vec::new(),
         };
-        let record = self.catalog().commit_version(record, &entries)?;
+        let record = self.catalog().commit_version(record, &entries, &skipped)?;
         self.register_version(&record.spec.name, record.latest().version)?;
         tracing::info!(dataset = %record.spec.name, source = %record.spec.source, files = record.latest().files, bytes = record.latest().total_bytes, "dataset created");
         self.status(&record)
@@ -647,7 +651,7 @@ impl Node {
     async fn refresh(&self, name: &str) -> Result<v1::DatasetStatus, NodeError> {
         let _guard = self.catalog_lock.lock().await;
         let record = self.catalog().get(name)?;
-        let entries = self.list_source(&record.spec).await?;
+        let (entries, skipped) = self.list_source(&record.spec).await?;
         let latest = record.latest().version;
         let mut current = Vec::new();
         self.catalog()
@@ -664,7 +668,7 @@ impl Node {
             .iter()
             .find(|e| !current.contains(e))
             .map(|e| e.path.clone());
-        let record = self.catalog().commit_version(record, &entries)?;
+        let record = self.catalog().commit_version(record, &entries, &skipped)?;
         self.register_version(name, record.latest().version)?;
         tracing::info!(dataset = %name, version = record.latest().version, changed, example = ?example, old = current.len(), new = entries.len(), "refresh: new manifest version");
         self.status(&record)
@@ -717,6 +721,15 @@ impl Node {
             refreshed_unix: latest.created_unix,
             directories: latest.directories,
             versions: rec.versions.iter().map(|v| v.version).collect(),
+            skipped_keys: latest.skipped,
+            skipped_examples: latest
+                .skipped_examples
+                .iter()
+                .map(|k| v1::SkippedKey {
+                    key: k.key.clone(),
+                    reason: k.reason.clone(),
+                })
+                .collect(),
         })
     }
 

@@ -702,6 +702,10 @@ fn dataset_json(d: &v1::DatasetStatus) -> Value {
         "phase": d.phase,
         "created_unix": d.created_unix,
         "refreshed_unix": d.refreshed_unix,
+        "skipped_keys": d.skipped_keys,
+        "skipped_examples": d.skipped_examples.iter()
+            .map(|k| json!({"key": k.key, "reason": k.reason}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -736,6 +740,16 @@ fn print_dataset(d: &v1::DatasetStatus, output: Output) {
             ];
             for (k, v) in rows {
                 println!("{:<13} {v}", format!("{k}:"));
+            }
+            if d.skipped_keys > 0 {
+                println!(
+                    "{:<13} {} origin keys no path can show (docs/SEMANTICS.md), e.g.",
+                    "Skipped:", d.skipped_keys
+                );
+                for k in &d.skipped_examples {
+                    // Debug quoting shows control characters as escapes.
+                    println!("{:<13}   {:?}: {}", "", k.key, k.reason);
+                }
             }
         }
     }

@@ -5,7 +5,7 @@
 //! (`target/<profile>/`), so `cargo build --release` followed by
 //! `cargo test --release` tests exactly what was built.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -191,6 +191,72 @@ impl S3Server {
             endpoint: format!("http://{addr}"),
             _proc: proc,
         })
+    }
+}
+
+/// moto's S3 server (PyPI `moto[server]`): in memory, with real ETags and
+/// If-Match enforced, and keys no filesystem can hold. Objects are put
+/// with boto3 (installed with moto).
+pub struct MotoServer {
+    pub endpoint: String,
+    _proc: Proc,
+}
+
+impl MotoServer {
+    pub fn start(log_dir: &Path) -> Result<Self> {
+        let port = free_port();
+        let proc = Proc::spawn(
+            Command::new("moto_server").args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            log_dir.join(format!("moto-{port}.log")),
+        )?;
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("moto_server", Duration::from_secs(30), || {
+            TcpStream::connect(&addr).is_ok()
+        })?;
+        Ok(Self {
+            endpoint: format!("http://{addr}"),
+            _proc: proc,
+        })
+    }
+
+    /// Creates `bucket` and puts each (key, body); keys go to Python as
+    /// JSON, so any character survives the trip.
+    pub fn put(&self, bucket: &str, objects: &[(String, Vec<u8>)]) -> Result<()> {
+        let objs: Vec<serde_json::Value> = objects
+            .iter()
+            .map(|(k, b)| serde_json::json!([k, b]))
+            .collect();
+        let script = r#"
+import boto3, json, sys
+a = json.load(sys.stdin)
+s3 = boto3.client("s3", endpoint_url=a["endpoint"], aws_access_key_id=a["ak"],
+                  aws_secret_access_key=a["sk"], region_name="us-east-1")
+s3.create_bucket(Bucket=a["bucket"])
+for k, b in a["objects"]:
+    s3.put_object(Bucket=a["bucket"], Key=k, Body=bytes(b))
+"#;
+        let input = serde_json::json!({
+            "endpoint": self.endpoint, "ak": ACCESS_KEY, "sk": SECRET_KEY,
+            "bucket": bucket, "objects": objs,
+        });
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.to_string().as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "putting objects into moto: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 }
 

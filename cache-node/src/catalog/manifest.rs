@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use shoal_proto::v1;
 
-use super::{clean_path, Spec};
+use super::Spec;
 use crate::index::FileVersionId;
 use crate::origin::{ObjectKind, ObjectMeta};
 
@@ -36,10 +36,48 @@ pub fn file_version_id(spec: &Spec, obj: &ObjectMeta) -> FileVersionId {
     FileVersionId(id)
 }
 
+/// An origin key no path shows, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SkippedKey {
+    pub key: String,
+    pub reason: String,
+}
+
+const SHADOWED: &str = "shadowed by a directory of the same name";
+
+/// Longest file name Linux accepts (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// The path an origin key is shown at, or why no path can show it
+/// (docs/SEMANTICS.md, "Object keys that are not paths"). Keys are never
+/// rewritten: two keys can never end up at one path, and a path always
+/// reads the key it was listed from.
+pub fn key_path(key: &str) -> Result<&str, &'static str> {
+    if key.starts_with('/') {
+        return Err("starts with '/'");
+    }
+    if key.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    for name in key.split('/') {
+        if name.is_empty() {
+            return Err("has an empty path segment");
+        }
+        if name == "." || name == ".." {
+            return Err("has a '.' or '..' segment");
+        }
+        if name.len() > NAME_MAX {
+            return Err("has a name longer than 255 bytes");
+        }
+    }
+    Ok(key)
+}
+
 /// Turns a listing into manifest entries: the root, every directory
-/// (explicit or implied by a key), every file and symlink. Keys that cannot
-/// be a POSIX path ("a//b", "..") are skipped and returned for reporting.
-pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<String>) {
+/// (explicit or implied by a key), every file and symlink. Keys no path
+/// can show ([`key_path`]) and files shadowed by a directory of the same
+/// name are skipped and returned for reporting.
+pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<SkippedKey>) {
     let mut entries: BTreeMap<String, v1::FileEntry> = BTreeMap::new();
     let mut skipped = Vec::new();
     let dir_entry = |path: &str, mtime: i64| v1::FileEntry {
@@ -51,19 +89,37 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
     };
     entries.insert(String::new(), dir_entry("", 0));
     for obj in objects {
-        let Ok(path) = clean_path(&obj.path) else {
-            skipped.push(obj.path);
-            continue;
-        };
-        if path.is_empty() {
-            continue;
+        if obj.path.is_empty() {
+            continue; // the root
         }
+        let path = match key_path(&obj.path) {
+            Ok(p) => p.to_string(),
+            Err(reason) => {
+                skipped.push(SkippedKey {
+                    key: obj.path,
+                    reason: reason.into(),
+                });
+                continue;
+            }
+        };
         // Implied parent directories.
         let mut parent = path.as_str();
         while let Some((p, _)) = parent.rsplit_once('/') {
-            entries
-                .entry(p.to_string())
-                .or_insert_with(|| dir_entry(p, obj.mtime_nanos));
+            match entries.get(p) {
+                Some(e) if e.kind() == v1::FileKind::Directory => {}
+                // An object named like a prefix (`a` and `a/b`, listed in
+                // that order): the directory wins, as in mountpoint-s3.
+                Some(_) => {
+                    entries.insert(p.to_string(), dir_entry(p, obj.mtime_nanos));
+                    skipped.push(SkippedKey {
+                        key: p.to_string(),
+                        reason: SHADOWED.into(),
+                    });
+                }
+                None => {
+                    entries.insert(p.to_string(), dir_entry(p, obj.mtime_nanos));
+                }
+            }
             parent = p;
         }
         let entry = match obj.kind {
@@ -93,7 +149,10 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
         match entries.get(&path) {
             Some(e) if e.kind() == v1::FileKind::Directory => {
                 if entry.kind() != v1::FileKind::Directory {
-                    skipped.push(path);
+                    skipped.push(SkippedKey {
+                        key: path,
+                        reason: SHADOWED.into(),
+                    });
                 }
             }
             _ => {
@@ -155,7 +214,9 @@ mod tests {
         );
         let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, vec!["", "a", "a/b", "a/b/c.bin", "top"]);
-        assert_eq!(skipped, vec!["a//x".to_string()]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].key, "a//x");
+        assert_eq!(skipped[0].reason, "has an empty path segment");
     }
 
     #[test]
@@ -186,6 +247,59 @@ mod tests {
         assert_ne!(
             file_version_id(&s, &obj("x", "")),
             file_version_id(&s, &touched)
+        );
+    }
+
+    #[test]
+    fn hostile_keys_are_skipped_with_a_reason_never_rewritten() {
+        let long = "n".repeat(256);
+        let ok255 = "m".repeat(255);
+        let keys = [
+            "/lead.bin",
+            "../x",
+            "d/./e",
+            "d/../e",
+            "a//b",
+            ".",
+            "nul\0byte",
+            long.as_str(),
+            "shadow",
+            "shadow/inner.bin",
+            "tab\there",
+            "ctl\u{1}x",
+            "sp ace+plus%41",
+            ok255.as_str(),
+        ];
+        let (entries, skipped) = build(&spec(), keys.iter().map(|k| obj(k, "e")).collect());
+        let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+        let mut want = vec![
+            "",
+            "ctl\u{1}x",
+            ok255.as_str(),
+            "shadow",
+            "shadow/inner.bin",
+            "sp ace+plus%41",
+            "tab\there",
+        ];
+        want.sort();
+        assert_eq!(paths, want);
+        let reasons: Vec<(&str, &str)> = skipped
+            .iter()
+            .map(|s| (s.key.as_str(), s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("/lead.bin", "starts with '/'"),
+                ("../x", "has a '.' or '..' segment"),
+                ("d/./e", "has a '.' or '..' segment"),
+                ("d/../e", "has a '.' or '..' segment"),
+                ("a//b", "has an empty path segment"),
+                (".", "has a '.' or '..' segment"),
+                ("nul\0byte", "contains a NUL byte"),
+                (long.as_str(), "has a name longer than 255 bytes"),
+                ("shadow", "shadowed by a directory of the same name"),
+            ]
         );
     }
 }

@@ -136,7 +136,15 @@ pub struct VersionInfo {
     pub files: u64,
     pub directories: u64,
     pub total_bytes: u64,
+    /// Origin keys no path shows (count, and the first few with a reason).
+    #[serde(default)]
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_examples: Vec<manifest::SkippedKey>,
 }
+
+/// Skipped keys kept as examples per manifest version.
+pub const SKIPPED_EXAMPLES: usize = 5;
 
 /// A dataset as stored under `d/<name>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,19 +191,18 @@ pub fn validate_name(name: &str) -> Result<(), CatalogError> {
     }
 }
 
-/// Normalises a dataset-relative path: no leading/trailing '/', no empty,
-/// "." or ".." components.
+/// Normalises a dataset-relative path a client sent: leading and trailing
+/// '/' dropped, then it must be a path a key can have
+/// ([`manifest::key_path`]).
 pub fn clean_path(path: &str) -> Result<String, CatalogError> {
     let trimmed = path.trim_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
     }
-    for c in trimmed.split('/') {
-        if c.is_empty() || c == "." || c == ".." || c.bytes().any(|b| b < 0x20) {
-            return Err(CatalogError::NoPath(path.to_string()));
-        }
+    match manifest::key_path(trimmed) {
+        Ok(p) => Ok(p.to_string()),
+        Err(_) => Err(CatalogError::NoPath(path.to_string())),
     }
-    Ok(trimmed.to_string())
 }
 
 pub(crate) fn now_unix() -> i64 {
@@ -254,6 +261,7 @@ impl<'a> Catalog<'a> {
         &self,
         mut record: DatasetRecord,
         entries: &[v1::FileEntry],
+        skipped: &[manifest::SkippedKey],
     ) -> Result<DatasetRecord, CatalogError> {
         let name = record.spec.name.clone();
         let version = record.versions.last().map_or(1, |v| v.version + 1);
@@ -267,6 +275,8 @@ impl<'a> Catalog<'a> {
                 .filter(|e| e.kind() == v1::FileKind::Directory)
                 .count() as u64,
             total_bytes: files.map(|e| e.size).sum(),
+            skipped: skipped.len() as u64,
+            skipped_examples: skipped.iter().take(SKIPPED_EXAMPLES).cloned().collect(),
         });
         let mut batch = WriteBatch::default();
         for e in entries {
@@ -440,9 +450,20 @@ fn validate_import(
     if !CHUNK_SIZE_RANGE.contains(&record.spec.chunk_size) {
         return Err(bad(format!("chunk size {}", record.spec.chunk_size)));
     }
+    if let Some(v) = record
+        .versions
+        .iter()
+        .find(|v| v.skipped_examples.len() > SKIPPED_EXAMPLES)
+    {
+        return Err(bad(format!(
+            "{} skipped-key examples in version {}",
+            v.skipped_examples.len(),
+            v.version
+        )));
+    }
     for (version, entries) in versions {
         for e in entries {
-            if !e.path.is_empty() && clean_path(&e.path).ok().as_deref() != Some(e.path.as_str()) {
+            if !e.path.is_empty() && manifest::key_path(&e.path).is_err() {
                 return Err(bad(format!("path {:?} in version {version}", e.path)));
             }
             if e.kind() == v1::FileKind::File
@@ -482,6 +503,8 @@ mod tests {
                 files: 1,
                 directories: 0,
                 total_bytes: 10,
+                skipped: 0,
+                skipped_examples: Vec::new(),
             }],
         };
         let file = |path: &str, chunk_size: u64| v1::FileEntry {
@@ -525,8 +548,10 @@ mod tests {
     fn paths_are_cleaned_or_refused() {
         assert_eq!(clean_path("/a/b/").unwrap(), "a/b");
         assert_eq!(clean_path("/").unwrap(), "");
-        for bad in ["a//b", "../x", "a/./b", "a/\u{1}"] {
+        for bad in ["a//b", "../x", "a/./b", "a/\0"] {
             assert!(clean_path(bad).is_err(), "{bad}");
         }
+        // Control characters are legal in file names, so in paths.
+        assert_eq!(clean_path("a/\u{1}\t").unwrap(), "a/\u{1}\t");
     }
 }

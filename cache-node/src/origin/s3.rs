@@ -22,6 +22,7 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::EncodingType;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
@@ -41,6 +42,20 @@ impl std::fmt::Debug for S3Origin {
         f.write_str(&self.describe())
     }
 }
+
+/// A key from a listing with `encoding-type=url`: percent-decoded, '+'
+/// meaning a space (AWS encodes form-style; a literal '+' comes as %2B).
+/// S3 keys are UTF-8; anything else is decoded lossily (and then fails
+/// its reads rather than reading another object).
+pub fn decode_key(encoded: &str) -> String {
+    let plus = encoded.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// Characters of an SDK error's context kept in an error message.
+const MAX_CONTEXT: usize = 300;
 
 /// ETags are quoted on GET/HEAD and sometimes unquoted in listings.
 pub fn unquote_etag(etag: &str) -> &str {
@@ -112,12 +127,21 @@ impl S3Origin {
     {
         let status = err.raw_response().map(|r| r.status().as_u16());
         let code = err.code().unwrap_or_default().to_string();
-        // One line: the SDK's context can span several.
-        let context = DisplayErrorContext(&err)
+        // One line: the SDK's context can span several, and quote a whole
+        // response body; an operator needs the start of it.
+        let mut context = DisplayErrorContext(&err)
             .to_string()
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
+        if context.len() > MAX_CONTEXT {
+            let cut = (0..=MAX_CONTEXT)
+                .rev()
+                .find(|&i| context.is_char_boundary(i))
+                .unwrap_or(0);
+            context.truncate(cut);
+            context.push_str(" …");
+        }
         let what = format!("s3://{}/{}", self.bucket, self.key(path));
         match (code.as_str(), status) {
             ("NoSuchBucket", _) => OriginError::NotFound(format!(
@@ -177,13 +201,23 @@ impl Origin for S3Origin {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&list_prefix)
+            // Keys may hold characters XML 1.0 cannot carry (\x01): ask
+            // for them URL-encoded, as AWS SDK users do.
+            .encoding_type(EncodingType::Url)
             .into_paginator()
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.classify(e, ""))?;
+            // Servers that ignore `encoding-type` say so by not echoing it.
+            let encoded = page.encoding_type() == Some(&EncodingType::Url);
             for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
+                let Some(raw) = obj.key() else { continue };
+                let key = if encoded {
+                    decode_key(raw)
+                } else {
+                    raw.to_string()
+                };
                 let Some(rel) = key.strip_prefix(&list_prefix) else {
                     continue;
                 };
@@ -311,7 +345,7 @@ fn check_version(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_version, unquote_etag};
+    use super::{check_version, decode_key, unquote_etag};
     use crate::origin::{ObjectKind, ObjectMeta};
 
     #[test]
@@ -344,5 +378,15 @@ mod tests {
         assert_eq!(unquote_etag("abc"), "abc");
         assert_eq!(unquote_etag("W/\"abc\""), "abc");
         assert_eq!(unquote_etag(""), "");
+    }
+
+    #[test]
+    fn url_encoded_listing_keys_decode_form_style() {
+        assert_eq!(decode_key("a%20b%2Bc"), "a b+c");
+        assert_eq!(decode_key("a+b"), "a b", "AWS encodes a space as '+'");
+        assert_eq!(decode_key("x%01y/t%09ab"), "x\u{1}y/t\tab");
+        assert_eq!(decode_key("p%2541q"), "p%41q");
+        assert_eq!(decode_key("%C3%BC"), "\u{fc}");
+        assert_eq!(decode_key("plain/key.bin"), "plain/key.bin");
     }
 }
