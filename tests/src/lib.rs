@@ -194,6 +194,73 @@ impl S3Server {
     }
 }
 
+/// A small ext4 filesystem in a file, loop-mounted at `dir`: a disk that
+/// fills up or freezes (`fsfreeze`: writes block in the kernel, as on a
+/// stuck disk). Thawed and unmounted on drop.
+pub struct LoopFs {
+    pub dir: PathBuf,
+    image: PathBuf,
+}
+
+fn run_ok(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl LoopFs {
+    pub fn mount(image: &Path, dir: &Path, size_mib: u64) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::File::create(image)?.set_len(size_mib << 20)?;
+        run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image))?;
+        run_ok(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image)
+                .arg(dir),
+        )?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            image: image.to_path_buf(),
+        })
+    }
+
+    pub fn freeze(&self) -> Result<()> {
+        run_ok(Command::new("fsfreeze").arg("-f").arg(&self.dir))
+    }
+
+    pub fn thaw(&self) -> Result<()> {
+        run_ok(Command::new("fsfreeze").arg("-u").arg(&self.dir))
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = self.thaw();
+        let _ = Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// Whether a thread of process `pid` sleeps uninterruptibly (state D):
+/// blocked in the kernel, e.g. writing to a frozen filesystem.
+pub fn has_thread_in_d_state(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('D')))
+            .unwrap_or(false)
+    })
+}
+
 /// moto's S3 server (PyPI `moto[server]`): in memory, with real ETags and
 /// If-Match enforced, and keys no filesystem can hold. Objects are put
 /// with boto3 (installed with moto).
