@@ -25,7 +25,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::EncodingType;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{expect_len, ObjectKind, ObjectMeta, Origin, OriginError};
 
@@ -284,19 +284,41 @@ impl Origin for S3Origin {
             resp.last_modified().map(|lm| lm.secs()),
         )
         .map_err(changed)?;
-        let whole_object = resp.content_range().is_none();
-        let body = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| OriginError::Unavailable(format!("reading body of {}: {e}", object.path)))?
-            .into_bytes();
         let want = range.end - range.start;
-        let body = if whole_object && body.len() as u64 == object.size && want != object.size {
-            // Server ignored the Range header and sent the whole object.
-            body.slice(range.start as usize..range.end as usize)
+        // Some servers answer a ranged GET with 200 and the whole object
+        // (Content-Length = object size; rclone sends 200 with only the
+        // range): stream it and keep only the range, never the object.
+        let whole_object = resp.content_range().is_none()
+            && want != object.size
+            && resp.content_length().and_then(|l| u64::try_from(l).ok()) == Some(object.size);
+        let body_err = |e: &dyn std::fmt::Display| {
+            OriginError::Unavailable(format!("reading body of {}: {e}", object.path))
+        };
+        let body = if whole_object {
+            let mut stream = resp.body;
+            let mut out = BytesMut::with_capacity(want as usize);
+            let mut pos = 0u64;
+            while (out.len() as u64) < want {
+                let Some(piece) = stream.try_next().await.map_err(|e| body_err(&e))? else {
+                    break;
+                };
+                let (start, end) = (pos, pos + piece.len() as u64);
+                pos = end;
+                if end <= range.start {
+                    continue;
+                }
+                let from = range.start.saturating_sub(start) as usize;
+                let take = (piece.len() - from).min((want - out.len() as u64) as usize);
+                out.extend_from_slice(&piece[from..from + take]);
+            }
+            // The rest of the object is never read: the connection is dropped.
+            out.freeze()
         } else {
-            body
+            resp.body
+                .collect()
+                .await
+                .map_err(|e| body_err(&e))?
+                .into_bytes()
         };
         expect_len(&object.path, &range, body.len())?;
         Ok(body)
@@ -345,7 +367,8 @@ fn check_version(
 
 #[cfg(test)]
 mod tests {
-    use super::{check_version, decode_key, unquote_etag};
+    use super::{check_version, decode_key, unquote_etag, S3Origin};
+    use crate::origin::Origin;
     use crate::origin::{ObjectKind, ObjectMeta};
 
     #[test]
@@ -388,5 +411,57 @@ mod tests {
         assert_eq!(decode_key("p%2541q"), "p%41q");
         assert_eq!(decode_key("%C3%BC"), "\u{fc}");
         assert_eq!(decode_key("plain/key.bin"), "plain/key.bin");
+    }
+
+    /// A server that answers a ranged GET with 200 and the whole object,
+    /// but sends only the first `sent` bytes and then stalls: a reader that
+    /// buffers the object waits forever; one that streams returns the range.
+    #[tokio::test]
+    async fn a_200_to_a_ranged_get_is_sliced_while_streaming_not_buffered() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let size = 8 << 20;
+        let object: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let sent = 3 << 20;
+        let body = object[..sent].to_vec();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+            }
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"e1\"\r\n\r\n");
+            sock.write_all(head.as_bytes()).await.unwrap();
+            sock.write_all(&body).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+        let origin = S3Origin::new("b".into(), String::new(), &format!("http://{addr}"), "")
+            .await
+            .unwrap();
+        let meta = ObjectMeta {
+            path: "o.bin".into(),
+            kind: ObjectKind::File,
+            size: size as u64,
+            mtime_nanos: 0,
+            mode: 0o100444,
+            etag: "e1".into(),
+            version_id: String::new(),
+            symlink_target: String::new(),
+        };
+        let range = (1 << 20) + 5..(2 << 20) + 5;
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            origin.read_range(&meta, range.clone()),
+        )
+        .await
+        .expect("the read waited for the whole object")
+        .unwrap();
+        assert!(got[..] == object[range.start as usize..range.end as usize]);
+        server.abort();
     }
 }
