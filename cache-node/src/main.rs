@@ -75,8 +75,8 @@ struct Args {
     /// File (mode 0600) with a token every TCP API request must carry.
     #[arg(long, env = "SHOAL_API_TOKEN_FILE", help_heading = "Network")]
     api_token_file: Option<PathBuf>,
-    /// Acknowledge serving the TCP control API on a non-loopback address
-    /// without a token (otherwise a warning is logged at start).
+    /// Serve the TCP control API on a non-loopback address without a token
+    /// (refused otherwise).
     #[arg(long, help_heading = "Network")]
     insecure_listen: bool,
     /// Node name.
@@ -266,11 +266,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     if token.is_none() && !args.insecure_listen && !is_loopback(&resolved.listen) {
-        // A warning for now, not a refusal: existing deployments and
-        // harnesses listen on host addresses without a token.
-        tracing::warn!(
-            listen = %resolved.listen,
-            "the control API is served on a non-loopback address without --api-token-file: anyone who can reach it can create datasets and read their data (set a token, listen on loopback, or pass --insecure-listen to silence this)"
+        anyhow::bail!(
+            "refusing to serve the control API on {} without --api-token-file: anyone who can reach it could create datasets and read their data (set a token, listen on loopback, or pass --insecure-listen if the network is trusted)",
+            resolved.listen
         );
     }
 

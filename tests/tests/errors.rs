@@ -196,7 +196,7 @@ fn node_with_token(dir: &std::path::Path) -> (Node, std::path::PathBuf) {
 /// it announces 80 MiB and sends nothing more, and is answered at once.
 /// And a node serving the API on all interfaces without a token says so.
 #[test]
-fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warned() {
+fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_refused() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
     let (node, token) = node_with_token(tmp.path());
@@ -215,30 +215,37 @@ fn unauthenticated_clients_cannot_make_the_node_buffer_and_open_listens_are_warn
         .status
         .success());
 
-    // Serving the API on all interfaces without a token is warned about.
-    let log = tmp.path().join("open.log");
-    let open = shoal_tests::Proc::spawn(
-        std::process::Command::new(shoal_tests::bin("cache-node"))
-            .arg("--data-dir")
+    // Serving the API on all interfaces without a token is refused with
+    // one line, unless acknowledged with --insecure-listen.
+    let open = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(shoal_tests::bin("cache-node"));
+        cmd.arg("--data-dir")
             .arg(tmp.path().join("open"))
             .arg("--memory-dir")
             .arg(tmp.path().join("open-mem"))
             .args(["--listen", &format!("0.0.0.0:{}", free_port())])
-            .args(["--admin", &format!("127.0.0.1:{}", free_port())]),
-        log.clone(),
+            .args(["--admin", &format!("127.0.0.1:{}", free_port())])
+            .args(extra);
+        cmd
+    };
+    let refused = open(&[]).output().unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("cache-node: refusing to serve the control API on 0.0.0.0"),
+        "{err}"
+    );
+    let acknowledged = shoal_tests::Proc::spawn(
+        &mut open(&["--insecure-listen"]),
+        tmp.path().join("open.log"),
     )
     .unwrap();
     shoal_tests::wait_for(
         "the node to start",
         std::time::Duration::from_secs(20),
-        || open.log_text().contains("cache-node ready"),
+        || acknowledged.log_text().contains("cache-node ready"),
     )
-    .unwrap_or_else(|e| panic!("{e}: {}", open.log_text()));
-    assert!(
-        open.log_text().contains("without --api-token-file"),
-        "{}",
-        open.log_text()
-    );
+    .unwrap_or_else(|e| panic!("{e}: {}", acknowledged.log_text()));
 }
 
 #[test]
