@@ -338,6 +338,7 @@ fn open_store(
         // The node's defaults (config.rs).
         origin_concurrency: 16,
         read_concurrency: 8,
+        verify_recovered: false,
     };
     let metrics = Arc::new(Metrics::default());
     let index = Arc::new(Index::open(index_dir)?);

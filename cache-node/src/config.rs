@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::durability::VerifyMode;
 use crate::mesh::MeshConfig;
 use crate::node::NodeConfig;
 use crate::store::{StoreConfig, TierConfig};
@@ -104,6 +105,9 @@ pub struct Config {
     pub disk: TierSection,
     /// Concurrent origin requests (default 16).
     pub origin_concurrency: Option<usize>,
+    /// When chunks recovered at start are hashed again: "auto" (after an
+    /// unclean stop across a reboot; default), "always", "never".
+    pub verify_on_start: Option<VerifyMode>,
     /// Labels shown by `dataset-ctl nodes`.
     #[serde(default)]
     pub labels: HashMap<String, String>,
@@ -226,8 +230,10 @@ impl Config {
                     disk,
                     origin_concurrency: self.origin_concurrency.unwrap_or(16),
                     read_concurrency: 8,
+                    verify_recovered: false,
                 },
                 labels: self.labels,
+                verify_on_start: self.verify_on_start.unwrap_or_default(),
             },
             listen,
         })

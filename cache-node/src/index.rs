@@ -279,6 +279,20 @@ impl Index {
         Ok(self.db.write(batch)?)
     }
 
+    /// Applies a batch atomically and durably: the write-ahead log is
+    /// synced before this returns (records an operator would miss after a
+    /// power loss: datasets, pins, jobs).
+    pub fn write_durable(&self, batch: WriteBatch) -> Result<(), IndexError> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db.write_opt(batch, &opts)?)
+    }
+
+    /// Syncs the write-ahead log: every batch written so far is durable.
+    pub fn sync(&self) -> Result<(), IndexError> {
+        Ok(self.db.flush_wal(true)?)
+    }
+
     /// Every (key, value) whose key starts with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, IndexError> {
         let mut out = Vec::new();

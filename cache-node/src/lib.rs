@@ -11,6 +11,7 @@ pub mod api;
 pub mod bandwidth;
 pub mod catalog;
 pub mod config;
+pub mod durability;
 pub mod index;
 pub mod jobs;
 pub mod mesh;

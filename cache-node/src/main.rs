@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use shoal_cache_node::config::{Config, Size};
+use shoal_cache_node::durability::{self, VerifyMode};
 use shoal_cache_node::mesh::{tls, Mesh, MeshHost};
 use shoal_cache_node::metrics::Metrics;
 use shoal_cache_node::{api, node::Node};
@@ -37,6 +38,10 @@ struct Args {
     /// (default 3000); also the most a frozen peer can cost a reader.
     #[arg(long, help_heading = "Mesh")]
     peer_dead_after_ms: Option<u64>,
+    /// When chunks recovered at start are hashed again before they are
+    /// served: after an unclean stop across a reboot (auto), always, never.
+    #[arg(long, value_enum)]
+    verify_on_start: Option<VerifyMode>,
     /// Chunk requests served to peers at once (default 8); when all are
     /// busy, askers are redirected to other nodes holding the chunk.
     #[arg(long, help_heading = "Mesh")]
@@ -260,6 +265,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.peer_serve_concurrency.is_some() {
         cfg.mesh.serve_concurrency = args.peer_serve_concurrency;
     }
+    if args.verify_on_start.is_some() {
+        cfg.verify_on_start = args.verify_on_start;
+    }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
     let token = match &args.api_token_file {
         Some(p) => Some(read_token(p)?),
@@ -330,6 +338,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         });
     }
+    if node.store().unverified_chunks() > 0 {
+        let (n, c) = (node.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let store = n.store();
+            let start = std::time::Instant::now();
+            tracing::info!(
+                chunks = store.unverified_chunks(),
+                "verifying recovered chunks in the background"
+            );
+            tokio::select! {
+                _ = c.cancelled() => {}
+                r = store.verify_recovered() => tracing::info!(
+                    checked = r.checked,
+                    bytes = r.bytes,
+                    corrupt_dropped = r.corrupt,
+                    secs = start.elapsed().as_secs_f64(),
+                    "recovered chunks verified"
+                ),
+            }
+            // A server task ending stops the node: this one ends with it.
+            c.cancelled().await;
+            Ok(())
+        });
+    }
     ready.store(true, Ordering::SeqCst);
     tracing::info!(
         name = %resolved.node.name,
@@ -360,6 +392,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         mesh.shutdown().await;
     }
     node.store().flush_access()?;
+    // A clean stop: tiers and log durable, so the next start trusts them.
+    node.store().sync().await.context("syncing the tiers")?;
+    durability::end_clean(&resolved.node.data_dir).context("recording a clean stop")?;
     tracing::info!("cache-node stopped");
     result
 }

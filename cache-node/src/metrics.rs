@@ -31,6 +31,9 @@ pub struct Metrics {
     pub dedup_fills: Counter,
     /// Reads served without caching because no tier had room.
     pub uncached_reads: Counter,
+    /// Chunks recovered after an unclean stop and hashed again, by
+    /// `result` (ok, corrupt).
+    pub verified_chunks: Family<Labels, Counter>,
     /// Reads answered with exactly their bytes from the origin (a seek or
     /// a stream's first bytes), leaving the chunks cold.
     pub direct_reads: Counter,
@@ -102,6 +105,11 @@ impl Metrics {
             "uncached_reads",
             "Reads served without caching because no tier had room",
             self.uncached_reads.clone(),
+        );
+        reg.register(
+            "verified_chunks",
+            "Recovered chunks hashed again after an unclean stop, by result",
+            self.verified_chunks.clone(),
         );
         reg.register(
             "direct_reads",

@@ -22,6 +22,7 @@ use tokio::sync::Mutex;
 
 use crate::catalog::manifest::{self, SkippedKey};
 use crate::catalog::{self, Catalog, CatalogError, DatasetRecord, Spec};
+use crate::durability::{self, VerifyMode};
 use crate::index::{FileVersionId, Index, IndexError};
 use crate::jobs::model::{self as job_model, Candidate, Liveness, TierRoom};
 use crate::jobs::{JobError, JobHost, Jobs};
@@ -49,6 +50,8 @@ pub struct NodeConfig {
     pub store: StoreConfig,
     /// Labels (zone, rack, GPU model...).
     pub labels: HashMap<String, String>,
+    /// When chunks recovered at start are hashed again.
+    pub verify_on_start: VerifyMode,
 }
 
 /// Errors surfaced by the API, one variant per subsystem.
@@ -179,8 +182,17 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Opens the index and the store (running crash recovery).
-    pub fn open(cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, NodeError> {
+    pub fn open(mut cfg: NodeConfig, metrics: Arc<Metrics>) -> Result<Arc<Self>, NodeError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(StoreError::from)?;
+        let boot = durability::boot_id();
+        let last = durability::begin(&cfg.data_dir, &boot).map_err(StoreError::from)?;
+        if let Some(why) = durability::decide(cfg.verify_on_start, last.as_ref(), &boot) {
+            tracing::warn!(
+                reason = why,
+                "recovered chunks will be verified before they are served"
+            );
+            cfg.store.verify_recovered = true;
+        }
         let index = Arc::new(Index::open(&cfg.data_dir.join("index"))?);
         let store = ChunkStore::open(index.clone(), &cfg.store, metrics.clone())?;
         let jobs = Arc::new(Jobs::open(index.clone(), store.clone(), &cfg.name)?);

@@ -136,3 +136,68 @@ fn recovered_field(log: &str, field: &str) -> u64 {
         .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
         .unwrap_or_else(|| panic!("no {field} in {line:?}"))
 }
+
+#[test]
+fn recovered_chunks_are_verified_before_they_are_served_and_bad_ones_fetched_again() {
+    let big = pattern(9, 12 << 20);
+    let opts = NodeOpts {
+        memory_quota: "0".into(),
+        args: vec!["--verify-on-start".into(), "always".into()],
+        ..NodeOpts::default()
+    };
+    let mut fx = Fixture::new("MD5", &[("big.bin".into(), big.clone())], opts);
+    let node = &mut fx.node;
+    node.create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let chunk = node.dataset("ds")["chunk_size"].as_u64().unwrap() as usize;
+    let chunks = big.len().div_ceil(chunk);
+    assert!(chunks >= 3);
+    assert!(node.ctl_ok(&["cat", "ds", "big.bin"]) == big);
+    node.kill9();
+
+    // Pages of the middle chunk were lost (a power loss): zeros on disk
+    // under a record that still says the chunk is there.
+    let tier_file = std::fs::read_dir(node.disk_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_file())
+        .expect("the file's disk-tier backing file");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&tier_file)
+        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 8192], chunk as u64 + 100).unwrap();
+    drop(f);
+
+    node.restart().unwrap();
+    let origin = node.metric("shoal_origin_bytes_total");
+    assert!(
+        node.ctl_ok(&["cat", "ds", "big.bin"]) == big,
+        "a lost page was served"
+    );
+    assert_eq!(
+        node.metric("shoal_origin_bytes_total") - origin,
+        chunk as f64,
+        "exactly the bad chunk is fetched again"
+    );
+    let proc = node.proc.as_ref().unwrap();
+    wait_for(
+        "the background verification",
+        Duration::from_secs(20),
+        || proc.log_text().contains("recovered chunks verified"),
+    )
+    .unwrap();
+    assert_eq!(
+        node.metric("shoal_verified_chunks_total{result=\"corrupt\"}"),
+        1.0
+    );
+    assert_eq!(
+        node.metric("shoal_verified_chunks_total{result=\"ok\"}"),
+        (chunks - 1) as f64
+    );
+
+    // A clean stop syncs and says so; the next start knows it.
+    let code = node.proc.as_mut().unwrap().terminate();
+    assert_eq!(code, Some(0));
+    let last = std::fs::read_to_string(node.dir.join("data/last-run")).unwrap();
+    assert!(last.contains("\"clean\":true"), "{last}");
+}

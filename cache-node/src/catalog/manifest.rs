@@ -44,6 +44,17 @@ pub struct SkippedKey {
 }
 
 const SHADOWED: &str = "shadowed by a directory of the same name";
+const TOO_MANY_CHUNKS: &str = "has more chunks than a file may have (2^32 - 1) at this chunk size";
+
+/// Most chunks a file may have: chunk indexes are `u32` on the wire
+/// (`FetchChunk.index`) and in the store's keys.
+pub const MAX_CHUNKS: u64 = u32::MAX as u64;
+
+/// Whether a file of `size` bytes can be cut into chunks of `chunk_size`
+/// that the store can index (`chunk_size` > 0).
+pub fn chunks_fit(size: u64, chunk_size: u64) -> bool {
+    size.div_ceil(chunk_size) <= MAX_CHUNKS
+}
 
 /// Longest file name Linux accepts (NAME_MAX).
 const NAME_MAX: usize = 255;
@@ -75,8 +86,10 @@ pub fn key_path(key: &str) -> Result<&str, &'static str> {
 
 /// Turns a listing into manifest entries: the root, every directory
 /// (explicit or implied by a key), every file and symlink. Keys no path
-/// can show ([`key_path`]) and files shadowed by a directory of the same
-/// name are skipped and returned for reporting.
+/// can show ([`key_path`]), files shadowed by a directory of the same
+/// name (in whichever order they are listed) and files too large to chunk
+/// ([`chunks_fit`]) are skipped and returned for reporting: every key is
+/// either shown at its own path or reported.
 pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<SkippedKey>) {
     let mut entries: BTreeMap<String, v1::FileEntry> = BTreeMap::new();
     let mut skipped = Vec::new();
@@ -93,6 +106,13 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
             continue; // the root
         }
         let path = match key_path(&obj.path) {
+            Ok(_) if obj.kind == ObjectKind::File && !chunks_fit(obj.size, spec.chunk_size) => {
+                skipped.push(SkippedKey {
+                    key: obj.path,
+                    reason: TOO_MANY_CHUNKS.into(),
+                });
+                continue;
+            }
             Ok(p) => p.to_string(),
             Err(reason) => {
                 skipped.push(SkippedKey {
@@ -145,7 +165,8 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
                 chunk_size: spec.chunk_size,
             },
         };
-        // A file and a directory of the same name (possible in S3): keep the directory.
+        // A file and a directory of the same name (`a` and the marker
+        // `a/`, possible in S3): keep the directory, report the file.
         match entries.get(&path) {
             Some(e) if e.kind() == v1::FileKind::Directory => {
                 if entry.kind() != v1::FileKind::Directory {
@@ -154,6 +175,13 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
                         reason: SHADOWED.into(),
                     });
                 }
+            }
+            Some(_) if entry.kind() == v1::FileKind::Directory => {
+                skipped.push(SkippedKey {
+                    key: path.clone(),
+                    reason: SHADOWED.into(),
+                });
+                entries.insert(path, entry);
             }
             _ => {
                 entries.insert(path, entry);
@@ -217,6 +245,47 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         assert_eq!(skipped[0].key, "a//x");
         assert_eq!(skipped[0].reason, "has an empty path segment");
+    }
+
+    #[test]
+    fn a_file_listed_before_its_directory_marker_is_reported() {
+        let mut marker = obj("a", "");
+        marker.kind = ObjectKind::Directory;
+        let (entries, skipped) = build(&spec(), vec![obj("a", "e1"), marker]);
+        let kinds: Vec<_> = entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.kind()))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("", v1::FileKind::Directory),
+                ("a", v1::FileKind::Directory)
+            ]
+        );
+        assert_eq!(
+            skipped,
+            vec![SkippedKey {
+                key: "a".into(),
+                reason: SHADOWED.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn files_with_more_chunks_than_an_index_can_name_are_reported() {
+        let mut huge = obj("huge", "e");
+        huge.size = MAX_CHUNKS * (1 << 20) + 1;
+        let mut largest = obj("largest", "e");
+        largest.size = MAX_CHUNKS * (1 << 20);
+        let (entries, skipped) = build(&spec(), vec![huge, largest]);
+        let paths: Vec<_> = entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, vec!["", "largest"]);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(
+            (skipped[0].key.as_str(), skipped[0].reason.as_str()),
+            ("huge", TOO_MANY_CHUNKS)
+        );
     }
 
     #[test]

@@ -289,7 +289,7 @@ impl<'a> Catalog<'a> {
             keys::dataset(&name),
             serde_json::to_vec(&record).expect("record serialises"),
         );
-        self.index.write(batch)?;
+        self.index.write_durable(batch)?;
         Ok(record)
     }
 
@@ -328,7 +328,7 @@ impl<'a> Catalog<'a> {
             keys::dataset(&name),
             serde_json::to_vec(&record).expect("record serialises"),
         );
-        self.index.write(batch)?;
+        self.index.write_durable(batch)?;
         Ok(true)
     }
 
@@ -339,7 +339,7 @@ impl<'a> Catalog<'a> {
         self.index
             .delete_prefix_into(&keys::manifest_prefix(name, None), &mut batch)?;
         batch.delete(keys::dataset(name));
-        self.index.write(batch)?;
+        self.index.write_durable(batch)?;
         Ok(())
     }
 
@@ -436,7 +436,8 @@ fn decode_entry(raw: &[u8]) -> Result<v1::FileEntry, CatalogError> {
 
 /// A dataset from a peer is checked like one an operator creates: a
 /// buggy or hostile peer must not plant a chunk size the store divides by,
-/// a path that escapes the dataset, or a file without an identity.
+/// a file with more chunks than a chunk index can name, a path that
+/// escapes the dataset, or a file without an identity.
 fn validate_import(
     record: &DatasetRecord,
     versions: &[(u64, Vec<v1::FileEntry>)],
@@ -467,11 +468,16 @@ fn validate_import(
                 return Err(bad(format!("path {:?} in version {version}", e.path)));
             }
             if e.kind() == v1::FileKind::File
-                && (!CHUNK_SIZE_RANGE.contains(&e.chunk_size) || e.file_version.len() != 16)
+                && (!CHUNK_SIZE_RANGE.contains(&e.chunk_size)
+                    || !manifest::chunks_fit(e.size, e.chunk_size)
+                    || e.file_version.len() != 16)
             {
                 return Err(bad(format!(
-                    "file {:?} with chunk size {} in version {version}",
-                    e.path, e.chunk_size
+                    "file {:?} of {} bytes with chunk size {} and a {}-byte id in version {version}",
+                    e.path,
+                    e.size,
+                    e.chunk_size,
+                    e.file_version.len()
                 )));
             }
         }
@@ -519,6 +525,13 @@ mod tests {
             (vec![file("a", 0)], "chunk size 0"),
             (vec![file("../etc/passwd", 1 << 20)], "path"),
             (vec![file("a//b", 1 << 20)], "path"),
+            (
+                vec![v1::FileEntry {
+                    size: u64::MAX,
+                    ..file("huge", 64 << 10)
+                }],
+                "file \"huge\"",
+            ),
         ] {
             let err = catalog.import(record.clone(), &[(1, entries)]).unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");

@@ -631,7 +631,7 @@ impl Jobs {
                 new.push(f.fv);
             }
         }
-        self.index.write(batch)?;
+        self.index.write_durable(batch)?;
         for fv in new {
             self.store.pin(fv);
         }
@@ -648,7 +648,7 @@ impl Jobs {
         for (k, _) in &pins {
             batch.delete(k);
         }
-        self.index.write(batch).map_err(|e| e.to_string())?;
+        self.index.write_durable(batch).map_err(|e| e.to_string())?;
         for (k, _) in pins {
             if let Some(fv) = k
                 .get(k.len().saturating_sub(16)..)

@@ -82,3 +82,15 @@ pub async fn punch(path: PathBuf, offset: u64, len: u64) -> std::io::Result<()> 
 pub fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
+
+/// Flushes every dirty page and inode of the filesystem holding `dir`
+/// (syncfs): one call makes a whole tier durable.
+pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = std::fs::File::open(dir)?;
+    // SAFETY: syncfs on a file descriptor we own for the whole call.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

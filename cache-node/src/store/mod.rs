@@ -61,6 +61,57 @@ pub struct StoreConfig {
     pub origin_concurrency: usize,
     /// Chunks fetched or read concurrently for one read request.
     pub read_concurrency: usize,
+    /// Treat every recovered chunk as suspect until its bytes are hashed
+    /// again (after an unclean stop that may have lost written pages).
+    pub verify_recovered: bool,
+}
+
+/// A recovered chunk not yet proven intact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Suspect {
+    /// Not hashed since recovery: served only after its bytes match.
+    Unverified,
+    /// Hashed and found different: being dropped, never served.
+    Corrupt,
+}
+
+/// Recovered chunks still to verify, and how many per file version (a
+/// file with any is never handed out for direct or passthrough reads).
+#[derive(Debug, Default)]
+struct Suspects {
+    keys: HashMap<ChunkKey, Suspect>,
+    per_fv: HashMap<FileVersionId, u32>,
+}
+
+impl Suspects {
+    fn get(&self, key: &ChunkKey) -> Option<Suspect> {
+        self.keys.get(key).copied()
+    }
+
+    fn insert(&mut self, key: ChunkKey) {
+        if self.keys.insert(key, Suspect::Unverified).is_none() {
+            *self.per_fv.entry(key.fv).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &ChunkKey) {
+        if self.keys.remove(key).is_some() {
+            if let Some(n) = self.per_fv.get_mut(&key.fv) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_fv.remove(&key.fv);
+                }
+            }
+        }
+    }
+}
+
+/// What [`ChunkStore::verify_recovered`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub checked: u64,
+    pub bytes: u64,
+    pub corrupt: u64,
 }
 
 /// Where a dataset's chunks may live.
@@ -194,6 +245,7 @@ struct Inner {
     state: Mutex<Residency>,
     inflight: Mutex<HashMap<ChunkKey, FlightCell>>,
     origin_permits: Semaphore,
+    suspects: Mutex<Suspects>,
     /// Direct reads have their own permits: they must not queue behind
     /// whole-chunk fetches (that wait is what they exist to avoid).
     direct_permits: Semaphore,
@@ -294,6 +346,7 @@ impl ChunkStore {
             batch.delete(k);
         }
         let mut dropped = 0usize;
+        let mut suspects = Suspects::default();
         for (k, v) in index.scan(keys::RESIDENT)? {
             let (Some(key), Some(rec)) = (keys::chunk_of(&k), ResidentRecord::decode(&v)) else {
                 batch.delete(k);
@@ -304,6 +357,9 @@ impl ChunkStore {
                 .is_some_and(|m| m.len() >= rec.offset + u64::from(rec.len));
             if present {
                 state.restore(key, &rec);
+                if cfg.verify_recovered {
+                    suspects.insert(key);
+                }
             } else {
                 batch.delete(k);
                 batch.delete(keys::by_hash(&rec.hash, &key));
@@ -336,6 +392,7 @@ impl ChunkStore {
             punched_incomplete_writes = punched,
             dropped_missing = dropped,
             removed_orphan_files = orphans,
+            to_verify = suspects.keys.len(),
             memory_bytes = state.used(TierKind::Memory),
             disk_bytes = state.used(TierKind::Disk),
             "chunk store recovered"
@@ -355,6 +412,7 @@ impl ChunkStore {
                 state: Mutex::new(state),
                 inflight: Mutex::new(HashMap::new()),
                 origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
+                suspects: Mutex::new(suspects),
                 direct_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 read_concurrency: cfg.read_concurrency.max(1),
                 metrics,
@@ -509,6 +567,10 @@ impl ChunkStore {
             store: &self.inner,
             key,
         };
+        if self.suspect(&key).is_some() {
+            // Not verified since an unclean stop: the asker goes elsewhere.
+            return Ok(None);
+        }
         let path = self.path(entry.tier, &key.fv);
         Ok(Some(
             files::read_at(path, entry.offset, entry.len as usize).await?,
@@ -650,6 +712,19 @@ impl ChunkStore {
                     store: &self.inner,
                     key,
                 };
+                if self.suspect(&key).is_some() {
+                    // Recovered after an unclean stop: served only once its
+                    // bytes hash right; otherwise dropped and fetched again.
+                    let path = self.path(entry.tier, &key.fv);
+                    let whole = files::read_at(path, entry.offset, entry.len as usize).await?;
+                    drop(_guard);
+                    if self.verified(key, &entry, whole.clone()).await {
+                        let at = (s - chunk.start) as usize..(e - chunk.start) as usize;
+                        return Ok(whole.slice(at));
+                    }
+                    self.drop_corrupt(key).await;
+                    continue;
+                }
                 self.inner
                     .metrics
                     .hits
@@ -668,6 +743,137 @@ impl ChunkStore {
                 Flight::Retry => tokio::task::yield_now().await,
             }
         }
+    }
+
+    fn suspect(&self, key: &ChunkKey) -> Option<Suspect> {
+        self.inner.suspects.lock().expect("suspects lock").get(key)
+    }
+
+    /// Hashes a suspect chunk's bytes (off the async workers) against the
+    /// hash recorded when it was stored: clears it when they match, marks
+    /// it corrupt (never served again) when not.
+    async fn verified(&self, key: ChunkKey, entry: &Entry, bytes: Bytes) -> bool {
+        let ok = match tokio::task::spawn_blocking(move || *blake3::hash(&bytes).as_bytes()).await {
+            Ok(h) => h == entry.hash,
+            Err(_) => false,
+        };
+        let mut sus = self.inner.suspects.lock().expect("suspects lock");
+        if ok {
+            sus.remove(&key);
+        } else if let Some(s) = sus.keys.get_mut(&key) {
+            *s = Suspect::Corrupt;
+        }
+        drop(sus);
+        let result = if ok { "ok" } else { "corrupt" };
+        self.inner
+            .metrics
+            .verified_chunks
+            .get_or_create(&vec![("result", result)])
+            .inc();
+        if !ok {
+            tracing::warn!(fv = %key.fv.hex(), idx = key.idx, tier = entry.tier.name(), "a recovered chunk's bytes do not match its hash (lost writes?); dropping it, it will be fetched again");
+        }
+        ok
+    }
+
+    /// Drops a chunk whose bytes are bad, whatever pins or holds it has,
+    /// once no reader is copying it.
+    async fn drop_corrupt(&self, key: ChunkKey) {
+        loop {
+            let state = self.state().condemn(&key);
+            match state {
+                None => break,
+                Some(true) => {
+                    self.evict(key, false).await;
+                    break;
+                }
+                Some(false) => tokio::task::yield_now().await,
+            }
+        }
+        self.inner
+            .suspects
+            .lock()
+            .expect("suspects lock")
+            .remove(&key);
+        self.update_gauges();
+    }
+
+    /// Chunks recovered after an unclean stop that are not verified yet.
+    pub fn unverified_chunks(&self) -> usize {
+        self.inner
+            .suspects
+            .lock()
+            .expect("suspects lock")
+            .keys
+            .len()
+    }
+
+    /// Hashes every recovered chunk not verified yet, one at a time in the
+    /// background while reads are served (a read of a suspect chunk
+    /// verifies it first), and drops those whose bytes changed.
+    pub async fn verify_recovered(&self) -> VerifyReport {
+        let mut keys: Vec<ChunkKey> = {
+            let sus = self.inner.suspects.lock().expect("suspects lock");
+            sus.keys.keys().copied().collect()
+        };
+        keys.sort();
+        let mut report = VerifyReport::default();
+        for key in keys {
+            match self.suspect(&key) {
+                None => continue,
+                Some(Suspect::Corrupt) => {
+                    self.drop_corrupt(key).await;
+                    continue;
+                }
+                Some(Suspect::Unverified) => {}
+            }
+            let Some(entry) = self.state().acquire_quiet(&key) else {
+                // Gone, or leaving: nobody can read it any more.
+                self.inner
+                    .suspects
+                    .lock()
+                    .expect("suspects lock")
+                    .remove(&key);
+                continue;
+            };
+            let guard = ReadGuard {
+                store: &self.inner,
+                key,
+            };
+            let path = self.path(entry.tier, &key.fv);
+            let read = files::read_at(path, entry.offset, entry.len as usize).await;
+            drop(guard);
+            report.checked += 1;
+            report.bytes += u64::from(entry.len);
+            let ok = match read {
+                Ok(bytes) => self.verified(key, &entry, bytes).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a recovered chunk failed; dropping it");
+                    false
+                }
+            };
+            if !ok {
+                report.corrupt += 1;
+                self.drop_corrupt(key).await;
+            }
+        }
+        report
+    }
+
+    /// Makes what the tiers and the index hold durable (a clean stop):
+    /// syncs each tier's filesystem and the index's log.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let dirs: Vec<PathBuf> = self.inner.dirs.iter().flatten().cloned().collect();
+        tokio::task::spawn_blocking(move || {
+            for d in dirs {
+                files::sync_filesystem(&d)?;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.inner.index.sync()?;
+        Ok(())
     }
 
     /// Moves a disk chunk read for the second time since it landed there
@@ -811,6 +1017,9 @@ impl ChunkStore {
             })
             .ok()?;
         for c in candidates {
+            if self.suspect(&c).is_some() {
+                continue;
+            }
             let Some(entry) = self.state().acquire(&c) else {
                 continue;
             };
@@ -1074,6 +1283,17 @@ impl ChunkStore {
     /// Where `[offset, offset+len)` of a file can be read directly, if every
     /// chunk of it is resident in one tier.
     pub fn backing(&self, file: &FileRef, offset: u64, len: u64) -> Option<Backing> {
+        // Direct readers bypass the node: nothing unverified goes to them.
+        if self
+            .inner
+            .suspects
+            .lock()
+            .expect("suspects lock")
+            .per_fv
+            .contains_key(&file.fv)
+        {
+            return None;
+        }
         let end = offset.saturating_add(len).min(file.size);
         let st = self.state();
         let first = (offset / file.chunk_size) as u32;

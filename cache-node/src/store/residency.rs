@@ -475,6 +475,26 @@ impl Residency {
         Some(*e)
     }
 
+    /// Starts a read that is not an access (verification): like
+    /// [`Residency::acquire`] without touching recency or hotness.
+    pub fn acquire_quiet(&mut self, key: &ChunkKey) -> Option<Entry> {
+        let e = self.chunks.get_mut(key)?;
+        if e.leaving {
+            return None;
+        }
+        e.readers += 1;
+        Some(*e)
+    }
+
+    /// Marks a chunk leaving whatever pins and holds it has (its bytes are
+    /// known bad): no new reader starts on it. `None` if it is gone, else
+    /// whether no reader is copying it any more (then it can be dropped).
+    pub fn condemn(&mut self, key: &ChunkKey) -> Option<bool> {
+        let e = self.chunks.get_mut(key)?;
+        e.leaving = true;
+        Some(e.readers == 0)
+    }
+
     pub fn release(&mut self, key: &ChunkKey) {
         if let Some(e) = self.chunks.get_mut(key) {
             e.readers -= 1;

@@ -75,6 +75,7 @@ impl Fixture {
             disk: self.tier("disk", disk),
             origin_concurrency: 4,
             read_concurrency: 4,
+            verify_recovered: false,
         };
         (
             ChunkStore::open(index, &cfg, metrics.clone()).unwrap(),
