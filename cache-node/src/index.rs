@@ -82,6 +82,7 @@ pub mod keys {
     pub const JOB: &[u8] = b"j/";
     pub const JOB_PART: &[u8] = b"jp/";
     pub const PIN: &[u8] = b"pn/";
+    pub const TOMBSTONE: &[u8] = b"t/";
 
     fn cat(parts: &[&[u8]]) -> Vec<u8> {
         parts.concat()
@@ -89,6 +90,10 @@ pub mod keys {
 
     pub fn dataset(name: &str) -> Vec<u8> {
         cat(&[DATASET, name.as_bytes()])
+    }
+
+    pub fn tombstone(name: &str) -> Vec<u8> {
+        cat(&[TOMBSTONE, name.as_bytes()])
     }
 
     /// Prefix of every entry of one manifest version (or of all versions when `version` is None).

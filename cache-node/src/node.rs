@@ -688,6 +688,35 @@ impl Node {
 
     async fn delete(&self, name: &str) -> Result<(), NodeError> {
         let _guard = self.catalog_lock.lock().await;
+        self.delete_locked(name, 0).await?;
+        if let Some(mesh) = self.mesh() {
+            mesh.nudge();
+        }
+        Ok(())
+    }
+
+    /// Applies a peer's tombstone: deletes the dataset if ours is not newer
+    /// than `version`, or keeps the tombstone if we never had it.
+    pub async fn apply_tombstone(&self, name: &str, version: u64) -> Result<(), NodeError> {
+        let _guard = self.catalog_lock.lock().await;
+        match self.catalog().get(name) {
+            Ok(rec) if rec.latest().version <= version => {
+                self.delete_locked(name, version).await?;
+                tracing::info!(dataset = %name, version, "dataset deleted on a peer; deleted here too");
+            }
+            Ok(_) => {}
+            Err(CatalogError::NotFound(_)) => {
+                self.catalog().bury(name, version)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Deletes a dataset (catalog lock held): its manifests, a tombstone
+    /// at `at_least` or its latest version, its locality groups, and the
+    /// chunks no other dataset refers to.
+    async fn delete_locked(&self, name: &str, at_least: u64) -> Result<(), NodeError> {
         let record = self.catalog().get(name)?;
         let mut mine = std::collections::HashSet::new();
         for v in &record.versions {
@@ -697,7 +726,7 @@ impl Node {
                 }
             })?;
         }
-        self.catalog().delete(name)?;
+        self.catalog().delete(name, at_least)?;
         for v in &record.versions {
             self.store.remove_group(&(name.to_string(), v.version));
         }
@@ -1050,15 +1079,40 @@ impl MeshHost for Node {
     }
 
     fn dataset_digests(&self) -> Vec<v1::DatasetDigest> {
-        self.catalog()
+        let live = self
+            .catalog()
             .list()
             .unwrap_or_default()
             .into_iter()
             .map(|r| v1::DatasetDigest {
                 version: r.latest().version,
                 name: r.spec.name,
-            })
-            .collect()
+                deleted: false,
+            });
+        let buried = self
+            .catalog()
+            .tombstones()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, t)| v1::DatasetDigest {
+                name,
+                version: t.version,
+                deleted: true,
+            });
+        live.chain(buried).collect()
+    }
+
+    fn apply_tombstone<'a>(
+        &'a self,
+        name: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        async move {
+            Node::apply_tombstone(self, name, version)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
     }
 
     fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String> {

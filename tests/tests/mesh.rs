@@ -289,3 +289,68 @@ fn a_partition_heals_and_views_converge() {
     wait_dataset(&nodes[2], "ds");
     assert!(nodes[2].ctl_ok(&["cat", "ds", "f.bin"]) == pattern(24, 3 * MIB));
 }
+
+#[test]
+fn a_delete_replicates_even_to_a_node_cut_off_at_the_time_and_a_re_create_wins() {
+    let data = pattern(25, 2 * MIB);
+    let fx = Fixture::new(
+        "MD5",
+        &[("f.bin".into(), data.clone())],
+        NodeOpts::default(),
+    );
+    let nodes = cluster(&fx.tmp.path().join("cluster"), 3, |_| NodeOpts::default()).unwrap();
+    nodes[0].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+    }
+    // node-2 caches the file, then is cut off while node-1 deletes.
+    assert!(nodes[2].ctl_ok(&["cat", "ds", "f.bin"]) == data);
+    let port: u16 = nodes[2].peer.rsplit(':').next().unwrap().parse().unwrap();
+    let cut = Partition::cut(port);
+    wait_for("node-2 to be seen dead", Duration::from_secs(20), || {
+        nodes[0].ready_members() == 2
+    })
+    .unwrap();
+    nodes[1].ctl_ok(&["delete", "ds"]);
+    let gone = |n: &Node| !n.ctl(&["get", "ds"]).status.success();
+    wait_for(
+        "the delete to reach node-0",
+        Duration::from_secs(20),
+        || gone(&nodes[0]),
+    )
+    .unwrap();
+    assert!(
+        !gone(&nodes[2]),
+        "node-2 is cut off: it still has the dataset"
+    );
+    drop(cut);
+    // node-2's copy must not come back to the others: the tombstone wins,
+    // node-2 deletes too, and its cached chunks are released.
+    wait_for(
+        "the delete to reach node-2",
+        Duration::from_secs(30),
+        || gone(&nodes[2]),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {}", nodes[2].logs()));
+    wait_for("node-2's chunks released", Duration::from_secs(10), || {
+        nodes[2].metric("shoal_tier_bytes{tier=\"memory\"}") == 0.0
+    })
+    .unwrap();
+    wait_for("the cluster to heal", Duration::from_secs(20), || {
+        nodes.iter().all(|n| n.ready_members() == 3)
+    })
+    .unwrap();
+    assert!(
+        nodes.iter().all(gone),
+        "a healed peer resurrected the dataset"
+    );
+
+    // A re-create on any node numbers its versions above the tombstone and
+    // replicates everywhere.
+    nodes[2].create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    for n in &nodes {
+        wait_dataset(n, "ds");
+        assert!(n.dataset("ds")["version"].as_u64().unwrap() >= 2);
+    }
+    assert!(nodes[0].ctl_ok(&["cat", "ds", "f.bin"]) == data);
+}

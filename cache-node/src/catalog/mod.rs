@@ -143,6 +143,15 @@ pub struct VersionInfo {
     pub skipped_examples: Vec<manifest::SkippedKey>,
 }
 
+/// A deleted dataset, kept so the delete replicates and a stale peer
+/// cannot bring the dataset back (`t/<name>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The latest version the dataset had when it was deleted.
+    pub version: u64,
+    pub deleted_unix: i64,
+}
+
 /// Skipped keys kept as examples per manifest version.
 pub const SKIPPED_EXAMPLES: usize = 5;
 
@@ -264,7 +273,13 @@ impl<'a> Catalog<'a> {
         skipped: &[manifest::SkippedKey],
     ) -> Result<DatasetRecord, CatalogError> {
         let name = record.spec.name.clone();
-        let version = record.versions.last().map_or(1, |v| v.version + 1);
+        // A re-created dataset numbers its versions above its tombstone, so
+        // peers that kept the tombstone take the new dataset.
+        let tomb = self.tombstone(&name)?;
+        let version = record
+            .versions
+            .last()
+            .map_or(tomb.map_or(1, |t| t.version + 1), |v| v.version + 1);
         let files = entries.iter().filter(|e| e.kind() == v1::FileKind::File);
         record.versions.push(VersionInfo {
             version,
@@ -279,6 +294,7 @@ impl<'a> Catalog<'a> {
             skipped_examples: skipped.iter().take(SKIPPED_EXAMPLES).cloned().collect(),
         });
         let mut batch = WriteBatch::default();
+        batch.delete(keys::tombstone(&name));
         for e in entries {
             batch.put(
                 keys::manifest_entry(&name, version, &e.path),
@@ -309,10 +325,15 @@ impl<'a> Catalog<'a> {
             Err(CatalogError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        if record.versions.is_empty() || have.is_some_and(|v| v >= record.latest().version) {
+        let buried = self.tombstone(&name)?.map(|t| t.version);
+        if record.versions.is_empty()
+            || have.is_some_and(|v| v >= record.latest().version)
+            || buried.is_some_and(|v| v >= record.latest().version)
+        {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
+        batch.delete(keys::tombstone(&name));
         for (version, entries) in versions {
             if have.is_some_and(|v| v >= *version) {
                 continue;
@@ -333,14 +354,65 @@ impl<'a> Catalog<'a> {
     }
 
     /// Removes a dataset and every manifest version of it.
-    pub fn delete(&self, name: &str) -> Result<(), CatalogError> {
-        self.get(name)?;
+    /// Deletes a dataset and leaves a tombstone at `at_least` or its
+    /// latest version, whichever is higher; returns the tombstone.
+    pub fn delete(&self, name: &str, at_least: u64) -> Result<Tombstone, CatalogError> {
+        let rec = self.get(name)?;
+        let tomb = Tombstone {
+            version: rec.latest().version.max(at_least),
+            deleted_unix: now_unix(),
+        };
         let mut batch = WriteBatch::default();
         self.index
             .delete_prefix_into(&keys::manifest_prefix(name, None), &mut batch)?;
         batch.delete(keys::dataset(name));
+        batch.put(
+            keys::tombstone(name),
+            serde_json::to_vec(&tomb).expect("tombstone serialises"),
+        );
         self.index.write_durable(batch)?;
-        Ok(())
+        Ok(tomb)
+    }
+
+    /// Records a peer's tombstone for a dataset this node does not have
+    /// (so it spreads, and stale peers cannot resurrect the dataset).
+    /// Returns whether anything was written.
+    pub fn bury(&self, name: &str, version: u64) -> Result<bool, CatalogError> {
+        validate_name(name)?;
+        if self.exists(name)? || self.tombstone(name)?.is_some_and(|t| t.version >= version) {
+            return Ok(false);
+        }
+        let tomb = Tombstone {
+            version,
+            deleted_unix: now_unix(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(
+            keys::tombstone(name),
+            serde_json::to_vec(&tomb).expect("tombstone serialises"),
+        );
+        self.index.write_durable(batch)?;
+        Ok(true)
+    }
+
+    pub fn tombstone(&self, name: &str) -> Result<Option<Tombstone>, CatalogError> {
+        Ok(self
+            .index
+            .get(&keys::tombstone(name))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Every tombstone, by dataset name.
+    pub fn tombstones(&self) -> Result<Vec<(String, Tombstone)>, CatalogError> {
+        Ok(self
+            .index
+            .scan(keys::TOMBSTONE)?
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let name = String::from_utf8(k.get(keys::TOMBSTONE.len()..)?.to_vec()).ok()?;
+                Some((name, serde_json::from_slice(&v).ok()?))
+            })
+            .collect())
     }
 
     /// The entry at `path` of a manifest version.

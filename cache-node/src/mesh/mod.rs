@@ -96,6 +96,12 @@ pub trait MeshHost: Send + Sync {
     fn dataset_digests(&self) -> Vec<v1::DatasetDigest>;
     fn export_dataset(&self, name: &str) -> Result<v1::DatasetExport, String>;
     fn import_dataset(&self, export: v1::DatasetExport) -> Result<(), String>;
+    /// Deletes a dataset a peer deleted at `version` (or keeps its tombstone).
+    fn apply_tombstone<'a>(
+        &'a self,
+        name: &'a str,
+        version: u64,
+    ) -> BoxFuture<'a, Result<(), String>>;
     /// The blake3 this node recorded for a chunk when it first fetched it.
     fn recorded_hash(&self, f: &v1::FetchChunk) -> Option<[u8; 32]>;
     /// A chunk for a peer, with the blake3 recorded for it (only if
@@ -320,13 +326,28 @@ impl Mesh {
             .expect("members lock")
             .merge(g.members, Instant::now());
         let Some(addr) = peer_addr else { return };
-        let local: HashMap<String, u64> = node
+        let local: HashMap<String, (u64, bool)> = node
             .dataset_digests()
             .into_iter()
-            .map(|d| (d.name, d.version))
+            .map(|d| (d.name, (d.version, d.deleted)))
             .collect();
         for d in g.datasets {
-            if local.get(&d.name).is_some_and(|v| *v >= d.version) {
+            let mine = local.get(&d.name).copied();
+            if d.deleted {
+                // A delete at version v removes versions up to v; a newer
+                // version (a re-create, a refresh) or tombstone wins.
+                let stale = mine.is_some_and(|(v, dead)| v > d.version || (dead && v == d.version));
+                if !stale {
+                    let (node, name) = (node.clone(), d.name.clone());
+                    self.spawn(async move {
+                        if let Err(e) = node.apply_tombstone(&name, d.version).await {
+                            tracing::warn!(dataset = %name, error = %e, "applying a peer's delete failed");
+                        }
+                    });
+                }
+                continue;
+            }
+            if mine.is_some_and(|(v, _)| v >= d.version) {
                 continue;
             }
             let (node, addr, name) = (node.clone(), addr.clone(), d.name.clone());
