@@ -105,6 +105,11 @@ pub struct Config {
     pub disk: TierSection,
     /// Concurrent origin requests (default 16).
     pub origin_concurrency: Option<usize>,
+    /// Manifest versions kept per dataset, used or not (default 2); older
+    /// ones go once no mount or job used them for `version_grace_secs`
+    /// (default 600).
+    pub keep_versions: Option<usize>,
+    pub version_grace_secs: Option<u64>,
     /// When chunks recovered at start are hashed again: "auto" (after an
     /// unclean stop across a reboot; default), "always", "never".
     pub verify_on_start: Option<VerifyMode>,
@@ -234,6 +239,10 @@ impl Config {
                 },
                 labels: self.labels,
                 verify_on_start: self.verify_on_start.unwrap_or_default(),
+                keep_versions: self.keep_versions.unwrap_or(2).max(1),
+                version_grace: std::time::Duration::from_secs(
+                    self.version_grace_secs.unwrap_or(600),
+                ),
             },
             listen,
         })

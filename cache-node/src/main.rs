@@ -42,6 +42,13 @@ struct Args {
     /// served: after an unclean stop across a reboot (auto), always, never.
     #[arg(long, value_enum)]
     verify_on_start: Option<VerifyMode>,
+    /// Manifest versions kept per dataset whether used or not (default 2).
+    #[arg(long)]
+    keep_versions: Option<usize>,
+    /// Older versions are dropped once no request used them for this long
+    /// (default 600; a mount's keepalive uses its version every second).
+    #[arg(long)]
+    version_grace_secs: Option<u64>,
     /// Chunk requests served to peers at once (default 8); when all are
     /// busy, askers are redirected to other nodes holding the chunk.
     #[arg(long, help_heading = "Mesh")]
@@ -268,6 +275,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.verify_on_start.is_some() {
         cfg.verify_on_start = args.verify_on_start;
     }
+    if args.keep_versions.is_some() {
+        cfg.keep_versions = args.keep_versions;
+    }
+    if args.version_grace_secs.is_some() {
+        cfg.version_grace_secs = args.version_grace_secs;
+    }
     let resolved = cfg.resolve().map_err(anyhow::Error::msg)?;
     let token = match &args.api_token_file {
         Some(p) => Some(read_token(p)?),
@@ -332,6 +345,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     _ = tick.tick() => {
                         if let Err(e) = n.store().flush_access() {
                             tracing::warn!(error = %e, "persisting access statistics failed");
+                        }
+                        if let Err(e) = n.collect_versions().await {
+                            tracing::warn!(error = %e, "dropping unused manifest versions failed");
                         }
                     }
                 }

@@ -34,6 +34,10 @@ pub struct Metrics {
     /// Chunks recovered after an unclean stop and hashed again, by
     /// `result` (ok, corrupt).
     pub verified_chunks: Family<Labels, Counter>,
+    /// Passes of the unused-manifest-version collector.
+    pub version_gc_runs: Counter,
+    /// Manifest versions dropped because nothing used them.
+    pub versions_dropped: Counter,
     /// Reads answered with exactly their bytes from the origin (a seek or
     /// a stream's first bytes), leaving the chunks cold.
     pub direct_reads: Counter,
@@ -110,6 +114,16 @@ impl Metrics {
             "verified_chunks",
             "Recovered chunks hashed again after an unclean stop, by result",
             self.verified_chunks.clone(),
+        );
+        reg.register(
+            "version_gc_runs",
+            "Passes of the unused manifest version collector",
+            self.version_gc_runs.clone(),
+        );
+        reg.register(
+            "manifest_versions_dropped",
+            "Manifest versions dropped because no mount or job used them",
+            self.versions_dropped.clone(),
         );
         reg.register(
             "direct_reads",

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -52,6 +53,10 @@ pub struct NodeConfig {
     pub labels: HashMap<String, String>,
     /// When chunks recovered at start are hashed again.
     pub verify_on_start: VerifyMode,
+    /// Manifest versions kept per dataset whether used or not (the latest
+    /// ones); older versions are dropped once unused for `version_grace`.
+    pub keep_versions: usize,
+    pub version_grace: Duration,
 }
 
 /// Errors surfaced by the API, one variant per subsystem.
@@ -170,6 +175,11 @@ pub struct Node {
     catalog_lock: Mutex<()>,
     mesh: std::sync::OnceLock<Arc<Mesh>>,
     jobs: Arc<Jobs>,
+    /// When each (dataset, version) was last resolved by a request (a
+    /// mount's lookups, reads and keepalives): what keeps old versions
+    /// alive. Versions not seen since start count as used at start.
+    version_use: std::sync::Mutex<HashMap<(String, u64), Instant>>,
+    started: Instant,
 }
 
 impl std::fmt::Debug for Node {
@@ -203,6 +213,8 @@ impl Node {
             metrics,
             origins: Mutex::new(HashMap::new()),
             catalog_lock: Mutex::new(()),
+            version_use: std::sync::Mutex::new(HashMap::new()),
+            started: Instant::now(),
             mesh: std::sync::OnceLock::new(),
             jobs,
         });
@@ -545,7 +557,77 @@ impl Node {
     fn version(&self, p: &v1::PathRef) -> Result<(DatasetRecord, u64), NodeError> {
         let rec = self.catalog().get(&p.dataset)?;
         let v = rec.version(p.version)?.version;
+        self.version_use
+            .lock()
+            .expect("version use lock")
+            .insert((p.dataset.clone(), v), Instant::now());
         Ok((rec, v))
+    }
+
+    /// Drops manifest versions nobody uses: all but the latest
+    /// `keep_versions` of each dataset, unless a request resolved them
+    /// within `version_grace` (a mount pinned to one keeps it alive with
+    /// its keepalives) or an unfinished job refers to them. Chunks no
+    /// remaining version of any dataset refers to are released. Returns
+    /// the number of versions dropped.
+    pub async fn collect_versions(&self) -> Result<usize, NodeError> {
+        let _guard = self.catalog_lock.lock().await;
+        let now = Instant::now();
+        let jobs = self.jobs.active_versions();
+        let mut dropped = 0;
+        for rec in self.catalog().list()? {
+            let name = rec.spec.name.clone();
+            let n = rec.versions.len();
+            if n <= self.cfg.keep_versions.max(1) {
+                continue;
+            }
+            let old: Vec<u64> = {
+                let used = self.version_use.lock().expect("version use lock");
+                rec.versions[..n - self.cfg.keep_versions.max(1)]
+                    .iter()
+                    .map(|v| v.version)
+                    .filter(|v| {
+                        let last = used
+                            .get(&(name.clone(), *v))
+                            .copied()
+                            .unwrap_or(self.started);
+                        now.saturating_duration_since(last) >= self.cfg.version_grace
+                            && !jobs.contains(&(name.clone(), *v))
+                    })
+                    .collect()
+            };
+            if old.is_empty() {
+                continue;
+            }
+            let mut theirs = std::collections::HashSet::new();
+            tokio::task::block_in_place(|| {
+                for v in &old {
+                    self.catalog().for_each_entry(&name, *v, |e| {
+                        if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
+                            theirs.insert(fv);
+                        }
+                    })?;
+                }
+                self.catalog().drop_versions(&name, &old)
+            })?;
+            for v in &old {
+                self.store.remove_group(&(name.clone(), *v));
+                self.version_use
+                    .lock()
+                    .expect("version use lock")
+                    .remove(&(name.clone(), *v));
+            }
+            let still =
+                tokio::task::block_in_place(|| self.catalog().referenced_file_versions(""))?;
+            for fv in theirs.difference(&still) {
+                self.store.purge(*fv).await;
+            }
+            tracing::info!(dataset = %name, versions = ?old, "dropped unused manifest versions");
+            dropped += old.len();
+        }
+        self.metrics.versions_dropped.inc_by(dropped as u64);
+        self.metrics.version_gc_runs.inc();
+        Ok(dropped)
     }
 
     async fn origin(&self, spec: &Spec) -> Result<SharedOrigin, NodeError> {

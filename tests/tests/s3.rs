@@ -1,6 +1,8 @@
 //! End to end against a real S3-compatible server (`rclone serve s3`).
 
-use shoal_tests::{pattern, Fixture, NodeOpts, SECRET_KEY};
+use std::time::Duration;
+
+use shoal_tests::{pattern, wait_for, Fixture, Mount, NodeOpts, SECRET_KEY};
 
 /// A small tree: (path, bytes) of every file.
 fn tree() -> Vec<(String, Vec<u8>)> {
@@ -166,4 +168,63 @@ fn dedup_across_datasets_fetches_once() {
         0.0,
         "delete frees what nobody uses"
     );
+}
+
+#[test]
+fn unused_manifest_versions_are_dropped_but_a_mounted_one_stays() {
+    let v1 = pattern(31, 3 << 20);
+    let opts = NodeOpts {
+        args: vec![
+            "--keep-versions".into(),
+            "1".into(),
+            "--version-grace-secs".into(),
+            "3".into(),
+        ],
+        ..NodeOpts::default()
+    };
+    let fx = Fixture::new("MD5", &[("w.bin".into(), v1.clone())], opts);
+    let node = &fx.node;
+    node.create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let mnt = fx.tmp.path().join("mnt");
+    let mount = Mount::start(node, "ds", &mnt, &[]).unwrap();
+    assert!(std::fs::read(mnt.join("w.bin")).unwrap() == v1);
+    let cached = node.metric("shoal_tier_bytes{tier=\"memory\"}");
+    assert!(cached >= v1.len() as f64);
+
+    // A new version; version 1 stays while the mount uses it.
+    let v2 = pattern(32, 2 << 20);
+    std::fs::write(fx.bucket().join("w.bin"), &v2).unwrap();
+    node.ctl_ok(&["refresh", "ds"]);
+    let versions = || node.dataset("ds")["versions"].clone();
+    // Two collector passes (every 10 s) after the refresh, past the grace,
+    // with the mount alive.
+    let runs = || node.metric("shoal_version_gc_runs_total");
+    let after = runs();
+    wait_for("two collector passes", Duration::from_secs(40), || {
+        runs() >= after + 2.0
+    })
+    .unwrap();
+    assert_eq!(
+        versions(),
+        serde_json::json!([1, 2]),
+        "a mounted version was dropped"
+    );
+    assert!(
+        std::fs::read(mnt.join("w.bin")).unwrap() == v1,
+        "the mount still reads version 1"
+    );
+
+    // Unmounted: version 1 goes, and its chunks with it.
+    drop(mount);
+    wait_for("version 1 to be dropped", Duration::from_secs(30), || {
+        versions() == serde_json::json!([2])
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", node.logs()));
+    wait_for(
+        "version 1's chunks released",
+        Duration::from_secs(10),
+        || node.metric("shoal_tier_bytes{tier=\"memory\"}") == 0.0,
+    )
+    .unwrap();
+    assert!(node.ctl_ok(&["cat", "ds", "w.bin"]) == v2);
 }

@@ -374,6 +374,26 @@ impl<'a> Catalog<'a> {
         Ok(tomb)
     }
 
+    /// Removes manifest versions `versions` of a dataset (never its latest)
+    /// and their entries, in one durable batch.
+    pub fn drop_versions(&self, name: &str, versions: &[u64]) -> Result<(), CatalogError> {
+        let mut rec = self.get(name)?;
+        let latest = rec.latest().version;
+        let mut batch = WriteBatch::default();
+        for v in versions.iter().filter(|v| **v != latest) {
+            self.index
+                .delete_prefix_into(&keys::manifest_prefix(name, Some(*v)), &mut batch)?;
+        }
+        rec.versions
+            .retain(|v| v.version == latest || !versions.contains(&v.version));
+        batch.put(
+            keys::dataset(name),
+            serde_json::to_vec(&rec).expect("record serialises"),
+        );
+        self.index.write_durable(batch)?;
+        Ok(())
+    }
+
     /// Records a peer's tombstone for a dataset this node does not have
     /// (so it spreads, and stale peers cannot resurrect the dataset).
     /// Returns whether anything was written.

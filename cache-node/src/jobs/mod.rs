@@ -302,6 +302,17 @@ impl Jobs {
         v
     }
 
+    /// (dataset, version) of every unfinished job: versions that must stay.
+    pub fn active_versions(&self) -> std::collections::HashSet<(String, u64)> {
+        let host = self.host();
+        let st = self.state.lock().expect("jobs lock");
+        st.specs
+            .values()
+            .filter(|s| !model::is_terminal(&self.aggregate(&st, s, host.as_deref()).state))
+            .map(|s| (s.dataset.clone(), s.version))
+            .collect()
+    }
+
     /// What this node gossips: unfinished and recent jobs, with their parts.
     pub fn gossip(&self) -> (Vec<v1::JobSpec>, Vec<v1::JobPart>) {
         let host = self.host();

@@ -131,7 +131,13 @@ pub fn select(targets: &Targets, members: &[Candidate]) -> Result<Vec<String>, S
 }
 
 fn room(c: &Candidate) -> u64 {
-    c.tiers.iter().flatten().map(TierRoom::usable).sum()
+    sum(c.tiers.iter().flatten().map(TierRoom::usable))
+}
+
+/// A sum of byte counts that saturates: the figures come from peers, and
+/// a wrapped sum would turn "too many bytes" into "almost none".
+fn sum(values: impl IntoIterator<Item = u64>) -> u64 {
+    values.into_iter().fold(0, u64::saturating_add)
 }
 
 /// Checks that `need` more bytes fit each target's tier(s) as `tier` asks
@@ -154,7 +160,7 @@ pub fn check_fit(
             v1::TierTarget::AnyTier => tiers_of_policy.to_vec(),
         };
         let rooms: Vec<TierRoom> = idx.iter().filter_map(|&i| m.tiers[i]).collect();
-        let usable: u64 = rooms.iter().map(TierRoom::usable).sum();
+        let usable = sum(rooms.iter().map(TierRoom::usable));
         // Bytes already resident need no room when the whole version is
         // selected and any tier counts; otherwise assume none are.
         let have = if whole_version && tier == v1::TierTarget::AnyTier {
@@ -169,8 +175,8 @@ pub fn check_fit(
                 v1::TierTarget::Disk => "disk tier",
                 v1::TierTarget::AnyTier => "tiers",
             };
-            let quota: u64 = rooms.iter().map(|r| r.quota).sum();
-            let pinned: u64 = rooms.iter().map(|r| r.pinned).sum();
+            let quota = sum(rooms.iter().map(|r| r.quota));
+            let pinned = sum(rooms.iter().map(|r| r.pinned));
             return Err(format!(
                 "selection does not fit node {t}: needs {} but its {which} can keep {} (quota {}, {} pinned, eviction above the high watermark)",
                 format_size(need),
@@ -193,11 +199,14 @@ pub fn newer_part(stored: Option<&v1::JobPart>, incoming: &v1::JobPart) -> bool 
     stored.is_none_or(|s| incoming.updated_ms > s.updated_ms)
 }
 
-/// Targets still responsible for a part (replaced ones excluded).
+/// Targets still responsible for a part (replaced ones excluded), in
+/// time linear in the record (a peer's record may list many).
 pub fn active_targets(spec: &v1::JobSpec) -> Vec<String> {
+    let replaced: std::collections::HashSet<&str> =
+        spec.replaced.iter().map(String::as_str).collect();
     spec.nodes
         .iter()
-        .filter(|n| !spec.replaced.contains(n))
+        .filter(|n| !replaced.contains(n.as_str()))
         .cloned()
         .collect()
 }
@@ -237,10 +246,11 @@ pub fn aggregate(
                 long_lost = true;
             }
         }
-        total += part.total_bytes;
-        done += part.done_bytes;
+        // Parts' figures come from peers: sums saturate rather than wrap.
+        total = total.saturating_add(part.total_bytes);
+        done = done.saturating_add(part.done_bytes);
         if part.state == RUNNING && !is_lost {
-            rate += part.rate_bps;
+            rate = rate.saturating_add(part.rate_bps);
         }
         all_complete &= part.state == COMPLETE;
         any_failed |= part.state == FAILED;
@@ -260,7 +270,7 @@ pub fn aggregate(
     let eta_secs = if state == COMPLETE {
         0
     } else if rate > 0 {
-        (total.saturating_sub(done)).div_ceil(rate) as i64
+        i64::try_from(total.saturating_sub(done).div_ceil(rate)).unwrap_or(i64::MAX)
     } else {
         -1
     };

@@ -100,9 +100,10 @@ impl Membership {
         self.others.values().any(|e| {
             self.state_of(e, now) == State::Alive
                 && e.member.residency.iter().any(|r| {
+                    // Either figure (a peer's own) may be anything: no sum.
                     r.dataset == dataset
                         && r.version == version
-                        && r.memory_bytes + r.disk_bytes > 0
+                        && (r.memory_bytes > 0 || r.disk_bytes > 0)
                 })
         })
     }
