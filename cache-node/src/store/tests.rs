@@ -144,7 +144,11 @@ fn demoted_chunks_read_again_come_back_to_memory() {
         let (store, metrics) = fx.open(8 * CHUNK, 16 * CHUNK);
         let a = fx.file(0, Placement::default());
         let b = fx.file(1, Placement::default());
-        store.read(&a, 0, a.size).await.unwrap();
+        // a chunk by chunk, so chunk 0 is the least recently used (one
+        // read of the whole file fetches its chunks in any order).
+        for i in 0..4 {
+            store.read(&a, i * CHUNK, CHUNK).await.unwrap();
+        }
         store.read(&b, 0, b.size).await.unwrap();
         // b's last chunk pushed a's three oldest chunks down to disk.
         assert_eq!(
