@@ -142,8 +142,21 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
             }
             parent = p;
         }
+        let (has_owner, (uid, gid)) = (obj.owner.is_some(), obj.owner.unwrap_or_default());
         let entry = match obj.kind {
-            ObjectKind::Directory => dir_entry(&path, obj.mtime_nanos),
+            // An origin's own directory keeps its mode and owner; implied
+            // ones (S3 prefixes) are r-x for all.
+            ObjectKind::Directory => v1::FileEntry {
+                mode: if obj.mode & 0o170000 == 0o040000 {
+                    obj.mode
+                } else {
+                    0o40555
+                },
+                has_owner,
+                uid,
+                gid,
+                ..dir_entry(&path, obj.mtime_nanos)
+            },
             ObjectKind::File | ObjectKind::Symlink => v1::FileEntry {
                 path: path.clone(),
                 kind: if obj.kind == ObjectKind::File {
@@ -163,6 +176,9 @@ pub fn build(spec: &Spec, objects: Vec<ObjectMeta>) -> (Vec<v1::FileEntry>, Vec<
                     bytes::Bytes::new()
                 },
                 chunk_size: spec.chunk_size,
+                has_owner,
+                uid,
+                gid,
             },
         };
         // A file and a directory of the same name (`a` and the marker
@@ -199,6 +215,7 @@ pub fn object_of(entry: &v1::FileEntry) -> ObjectMeta {
         size: entry.size,
         mtime_nanos: entry.mtime_nanos,
         mode: entry.mode,
+        owner: entry.has_owner.then_some((entry.uid, entry.gid)),
         etag: entry.etag.clone(),
         version_id: entry.version_id.clone(),
         symlink_target: String::new(),
@@ -228,6 +245,7 @@ mod tests {
             size: 10,
             mtime_nanos: 5,
             mode: 0o100444,
+            owner: None,
             etag: etag.into(),
             version_id: String::new(),
             symlink_target: String::new(),
@@ -316,6 +334,32 @@ mod tests {
         assert_ne!(
             file_version_id(&s, &obj("x", "")),
             file_version_id(&s, &touched)
+        );
+    }
+
+    #[test]
+    fn origin_modes_and_owners_are_kept_implied_directories_get_defaults() {
+        let mut dir = obj("d", "");
+        dir.kind = ObjectKind::Directory;
+        dir.mode = 0o40750;
+        dir.owner = Some((7, 8));
+        let mut secret = obj("d/secret", "");
+        secret.mode = 0o100600;
+        secret.owner = Some((7, 8));
+        let (entries, _) = build(&spec(), vec![dir, secret, obj("s3/x", "e")]);
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.has_owner, e.uid, e.gid))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("", 0o40555, false, 0, 0),
+                ("d", 0o40750, true, 7, 8),
+                ("d/secret", 0o100600, true, 7, 8),
+                ("s3", 0o40555, false, 0, 0),
+                ("s3/x", 0o100444, false, 0, 0),
+            ]
         );
     }
 

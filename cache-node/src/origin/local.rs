@@ -62,6 +62,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectMeta>) -> std::io::Result<(
             },
             mtime_nanos: mtime_nanos(&meta),
             mode: meta.mode(),
+            owner: Some((meta.uid(), meta.gid())),
             etag: String::new(),
             version_id: String::new(),
             symlink_target: target,

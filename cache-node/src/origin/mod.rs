@@ -37,6 +37,8 @@ pub struct ObjectMeta {
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_nanos: i64,
     pub mode: u32,
+    /// (uid, gid) of the origin's file; `None` for S3.
+    pub owner: Option<(u32, u32)>,
     /// Unquoted ETag, empty when the origin has none.
     pub etag: String,
     pub version_id: String,

@@ -238,6 +238,7 @@ impl Origin for S3Origin {
                     } else {
                         0o100444
                     },
+                    owner: None,
                     etag: obj.e_tag().map(unquote_etag).unwrap_or("").to_string(),
                     version_id: String::new(),
                     symlink_target: String::new(),
@@ -379,6 +380,7 @@ mod tests {
             size: 100,
             mtime_nanos: 5_000_000_000,
             mode: 0o644,
+            owner: None,
             etag: etag.into(),
             version_id: String::new(),
             symlink_target: String::new(),
@@ -449,6 +451,7 @@ mod tests {
             size: size as u64,
             mtime_nanos: 0,
             mode: 0o100444,
+            owner: None,
             etag: "e1".into(),
             version_id: String::new(),
             symlink_target: String::new(),
