@@ -4,8 +4,10 @@
 //! the adapter.
 //!
 //! A mount is pinned to one manifest version, so every answer may be cached
-//! forever: inodes, attributes and directory listings are kept here, and
-//! the kernel is told to keep attributes and page cache.
+//! forever: the kernel is told to keep attributes and page cache, and this
+//! process keeps what the kernel holds (its inodes) plus a bounded cache of
+//! directory listings (`inodes.rs`), so its memory does not grow with the
+//! number of files walked.
 //!
 //! Node restarts: every request is retried on a fresh connection until
 //! `retry_for` has passed, so a reader sees a delay, not an error.
@@ -27,14 +29,15 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use shoal_proto::client::{Client, ClientError, Endpoint};
 use shoal_proto::v1::{self, request::Kind as Req, response::Kind as Resp};
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::inodes::{join, split, Counts, Listing, Meta, Table};
 use crate::prefetch::{Sequential, Siblings};
 
 /// Errors of filesystem operations.
@@ -92,13 +95,6 @@ pub struct Attr {
     pub perm: u16,
 }
 
-/// One directory entry.
-#[derive(Debug, Clone)]
-pub struct DirEntry {
-    pub name: String,
-    pub attr: Attr,
-}
-
 /// Settings of a mount.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -120,14 +116,6 @@ pub struct Opened {
     pub passthrough: Option<std::fs::File>,
 }
 
-struct Inode {
-    path: String,
-    entry: v1::FileEntry,
-    children: Option<Arc<Vec<DirEntry>>>,
-    /// (directory inode, position in its listing) once the directory was listed.
-    sibling: Option<(u64, u32)>,
-}
-
 struct OpenFile {
     path: String,
     size: u64,
@@ -138,20 +126,29 @@ struct OpenFile {
     backing: Mutex<Option<(String, Arc<std::fs::File>)>>,
 }
 
+/// One fetch of a directory's listing, shared by everyone who wants it
+/// while it is under way.
+type ListingFetch = Arc<OnceCell<Arc<Listing>>>;
+
 /// The mounted dataset.
 pub struct Core {
     s: Settings,
     version: u64,
     pool: Mutex<Vec<Client>>,
     control: tokio::sync::Mutex<Option<Client>>,
-    inodes: Mutex<(HashMap<u64, Inode>, HashMap<String, u64>)>,
-    next_ino: AtomicU64,
+    inodes: Mutex<Table>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     prefetch_budget: Arc<Semaphore>,
     prefetches: Mutex<JoinSet<()>>,
     /// Directory walks in progress, by directory inode.
     walks: Mutex<HashMap<u64, Siblings>>,
+    /// Tree walks in progress (subdirectories listed in order), by
+    /// directory inode.
+    tree_walks: Mutex<HashMap<u64, Siblings<LISTINGS_AHEAD>>>,
+    /// Listings being fetched, by directory path: one fetch per directory
+    /// however many readers (and prefetches) want it.
+    fetching: Mutex<HashMap<Box<str>, ListingFetch>>,
     total_bytes: u64,
     total_files: u64,
 }
@@ -159,41 +156,17 @@ pub struct Core {
 /// Directories whose walks are tracked at once.
 const MAX_WALKS: usize = 64;
 
+/// Subdirectory listings fetched ahead of a tree walk: the next ones are
+/// ready when the walker gets there, instead of each listing's round trip
+/// to the node waiting behind the walker's work on the last one.
+const LISTINGS_AHEAD: usize = 2;
+
 /// Prefetch budget unit: permits are MiB.
 const MIB: u64 = 1 << 20;
 
-fn mtime(nanos: i64) -> SystemTime {
-    if nanos >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(nanos as u64)
-    } else {
-        UNIX_EPOCH
-    }
-}
-
-fn attr_of(ino: u64, e: &v1::FileEntry) -> Attr {
-    let kind = match e.kind() {
-        v1::FileKind::File => Kind::File,
-        v1::FileKind::Directory => Kind::Directory,
-        v1::FileKind::Symlink => Kind::Symlink,
-    };
-    // Read-only, readable by everyone in the container whatever the origin said.
-    let perm = match kind {
-        Kind::Directory => 0o555,
-        Kind::Symlink => 0o777,
-        Kind::File => 0o444 | (e.mode as u16 & 0o111),
-    };
-    Attr {
-        ino,
-        kind,
-        size: if kind == Kind::Symlink {
-            e.symlink_target.len() as u64
-        } else {
-            e.size
-        },
-        mtime: mtime(e.mtime_nanos),
-        perm,
-    }
-}
+/// Bytes of directory listings kept (about 300,000 entries of 20-byte
+/// names); the kernel keeps its own copy of what it was given.
+const LISTING_BUDGET: usize = 16 << 20;
 
 impl Core {
     /// Connects, resolves the dataset and version, and loads the root.
@@ -235,30 +208,19 @@ impl Core {
             Resp::Entry(e) => e,
             _ => return Err(FsError::Remote("unexpected response".into())),
         };
-        let mut by_ino = HashMap::new();
-        by_ino.insert(
-            1,
-            Inode {
-                path: String::new(),
-                entry: root,
-                children: None,
-                sibling: None,
-            },
-        );
-        let mut by_path = HashMap::new();
-        by_path.insert(String::new(), 1);
         let permits = (s.prefetch_budget / MIB).max(1) as usize;
         Ok(Arc::new(Self {
             version,
             pool: Mutex::new(vec![c]),
             control: tokio::sync::Mutex::new(None),
-            inodes: Mutex::new((by_ino, by_path)),
-            next_ino: AtomicU64::new(2),
+            inodes: Mutex::new(Table::new(Meta::of(&root), LISTING_BUDGET)),
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             prefetch_budget: Arc::new(Semaphore::new(permits)),
             prefetches: Mutex::new(JoinSet::new()),
             walks: Mutex::new(HashMap::new()),
+            tree_walks: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
             total_bytes: d.total_bytes,
             total_files: d.files + d.directories,
             s,
@@ -332,110 +294,183 @@ impl Core {
             })
     }
 
-    fn inode(&self, ino: u64) -> Result<(String, v1::FileEntry), FsError> {
+    /// Path and attributes of a held inode.
+    fn node(&self, ino: u64) -> Result<(String, Meta), FsError> {
         let t = self.inodes.lock().expect("inode lock");
-        let i = t.0.get(&ino).ok_or(FsError::NotFound)?;
-        Ok((i.path.clone(), i.entry.clone()))
+        let (path, meta) = t.get(ino).ok_or(FsError::NotFound)?;
+        Ok((path.to_string(), meta))
     }
 
-    fn intern(&self, entry: v1::FileEntry) -> Attr {
-        let mut t = self.inodes.lock().expect("inode lock");
-        let ino = match t.1.get(&entry.path) {
-            Some(&ino) => ino,
-            None => {
-                let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
-                t.1.insert(entry.path.clone(), ino);
-                t.0.insert(
-                    ino,
-                    Inode {
-                        path: entry.path.clone(),
-                        entry: entry.clone(),
-                        children: None,
-                        sibling: None,
-                    },
-                );
-                ino
-            }
-        };
-        attr_of(ino, &entry)
-    }
-
+    /// Resolves `name` in directory `parent` and counts the reference the
+    /// reply hands the kernel. Answered from the directory's listing when
+    /// it is cached, by the node otherwise.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
-        let (dir, entry) = self.inode(parent)?;
-        if entry.kind() != v1::FileKind::Directory {
-            return Err(FsError::NotDirectory);
-        }
-        if let Some(children) = self.inodes.lock().expect("inode lock").0[&parent]
-            .children
-            .clone()
-        {
-            return children
-                .iter()
-                .find(|c| c.name == name)
-                .map(|c| c.attr.clone())
-                .ok_or(FsError::NotFound);
-        }
-        let path = if dir.is_empty() {
-            name.to_string()
-        } else {
-            format!("{dir}/{name}")
+        let dir = {
+            let mut t = self.inodes.lock().expect("inode lock");
+            let (dir, meta) = t.get(parent).ok_or(FsError::NotFound)?;
+            if meta.kind != Kind::Directory {
+                return Err(FsError::NotDirectory);
+            }
+            let dir = dir.to_string();
+            if let Some(listing) = t.listing(parent) {
+                let i = listing.find(name).ok_or(FsError::NotFound)?;
+                return Ok(t.reference_entry(&listing, i));
+            }
+            dir
         };
-        match self.call(Req::Stat(self.path_ref(&path))).await? {
-            Resp::Entry(e) => Ok(self.intern(e)),
+        match self
+            .call(Req::Stat(self.path_ref(&join(&dir, name))))
+            .await?
+        {
+            Resp::Entry(e) => {
+                let target = (e.kind() == v1::FileKind::Symlink).then_some(&*e.symlink_target);
+                let mut t = self.inodes.lock().expect("inode lock");
+                Ok(t.reference(&dir, name, Meta::of(&e), target))
+            }
             _ => Err(FsError::Remote("unexpected response".into())),
         }
     }
 
+    /// Counts the reference a READDIRPLUS reply hands the kernel for entry
+    /// `i` of `listing`.
+    pub fn reference(&self, listing: &Listing, i: usize) -> Attr {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .reference_entry(listing, i)
+    }
+
+    /// The inode number of entry `i` of `listing`, handing out no reference.
+    pub fn number(&self, listing: &Listing, i: usize) -> u64 {
+        self.inodes
+            .lock()
+            .expect("inode lock")
+            .number(listing.dir(), listing.name(i))
+    }
+
+    /// The kernel gives back references: (inode, count) pairs.
+    pub fn forget(&self, nodes: impl IntoIterator<Item = (u64, u64)>) {
+        let mut t = self.inodes.lock().expect("inode lock");
+        for (ino, n) in nodes {
+            t.forget(ino, n);
+        }
+    }
+
+    /// Inodes held and listing entries cached.
+    pub fn counts(&self) -> Counts {
+        self.inodes.lock().expect("inode lock").counts()
+    }
+
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
-        let (_, entry) = self.inode(ino)?;
-        Ok(attr_of(ino, &entry))
+        let t = self.inodes.lock().expect("inode lock");
+        let (_, meta) = t.get(ino).ok_or(FsError::NotFound)?;
+        Ok(meta.attr(ino))
     }
 
     pub fn readlink(&self, ino: u64) -> Result<String, FsError> {
-        let (_, entry) = self.inode(ino)?;
-        if entry.kind() != v1::FileKind::Symlink {
-            return Err(FsError::NotFound);
-        }
-        Ok(entry.symlink_target)
+        let t = self.inodes.lock().expect("inode lock");
+        t.target(ino).map(str::to_string).ok_or(FsError::NotFound)
     }
 
-    /// Every entry of a directory (cached after the first listing).
-    pub async fn readdir(&self, ino: u64) -> Result<Arc<Vec<DirEntry>>, FsError> {
-        let (path, entry) = self.inode(ino)?;
-        if entry.kind() != v1::FileKind::Directory {
-            return Err(FsError::NotDirectory);
-        }
-        if let Some(c) = self.inodes.lock().expect("inode lock").0[&ino]
-            .children
-            .clone()
-        {
-            return Ok(c);
-        }
-        let Resp::Dir(listing) = self.call(Req::ListDir(self.path_ref(&path))).await? else {
-            return Err(FsError::Remote("unexpected response".into()));
-        };
-        let children: Vec<DirEntry> = listing
-            .entries
-            .into_iter()
-            .map(|e| {
-                let name = e.path.rsplit('/').next().unwrap_or(&e.path).to_string();
-                DirEntry {
-                    name,
-                    attr: self.intern(e),
-                }
-            })
-            .collect();
-        let children = Arc::new(children);
-        let mut t = self.inodes.lock().expect("inode lock");
-        for (n, c) in children.iter().enumerate() {
-            if let Some(i) = t.0.get_mut(&c.attr.ino) {
-                i.sibling = Some((ino, n as u32));
+    /// Every entry of a directory, sorted by name (cached within the
+    /// listing budget).
+    pub async fn listing(&self, ino: u64) -> Result<Arc<Listing>, FsError> {
+        let path = {
+            let mut t = self.inodes.lock().expect("inode lock");
+            let (path, meta) = t.get(ino).ok_or(FsError::NotFound)?;
+            if meta.kind != Kind::Directory {
+                return Err(FsError::NotDirectory);
             }
+            let path = path.to_string();
+            if let Some(listing) = t.listing(ino) {
+                return Ok(listing);
+            }
+            path
+        };
+        let fetch = self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .entry(path.as_str().into())
+            .or_default()
+            .clone();
+        let listing = fetch
+            .get_or_try_init(|| async {
+                let Resp::Dir(d) = self.call(Req::ListDir(self.path_ref(&path))).await? else {
+                    return Err(FsError::Remote("unexpected response".into()));
+                };
+                let listing = Arc::new(Listing::new(&path, d.entries));
+                self.inodes
+                    .lock()
+                    .expect("inode lock")
+                    .keep_listing(ino, listing.clone());
+                Ok(listing)
+            })
+            .await
+            .cloned();
+        let mut fetching = self.fetching.lock().expect("fetching lock");
+        if fetching
+            .get(path.as_str())
+            .is_some_and(|f| Arc::ptr_eq(f, &fetch))
+        {
+            fetching.remove(path.as_str());
         }
-        if let Some(i) = t.0.get_mut(&ino) {
-            i.children = Some(children.clone());
+        listing
+    }
+
+    /// A process opened directory `ino`: when it is walking its parent's
+    /// subdirectories in order, the next ones' listings are fetched in the
+    /// background (and cached, within the listing budget).
+    pub fn opened_dir(self: &Arc<Self>, ino: u64) {
+        let next: Vec<u64> = {
+            let mut t = self.inodes.lock().expect("inode lock");
+            let Some((path, _)) = t.get(ino) else { return };
+            if path.is_empty() {
+                return;
+            }
+            let (dir, name) = split(path);
+            let (dir, name) = (dir.to_string(), name.to_string());
+            let Some(parent) = t.find_path(&dir) else {
+                return;
+            };
+            let Some(listing) = t.listing(parent) else {
+                return;
+            };
+            let Some(rank) = listing
+                .find(&name)
+                .and_then(|i| listing.subdirs().binary_search(&(i as u32)).ok())
+            else {
+                return;
+            };
+            let range = {
+                let mut walks = self.tree_walks.lock().expect("walks lock");
+                if walks.len() > MAX_WALKS && !walks.contains_key(&parent) {
+                    walks.clear();
+                }
+                walks
+                    .entry(parent)
+                    .or_default()
+                    .on_open(rank, listing.subdirs().len())
+            };
+            let Some(range) = range else { return };
+            // Only subdirectories the kernel holds (it was handed them by
+            // READDIRPLUS) and not listed yet.
+            listing.subdirs()[range]
+                .iter()
+                .filter_map(|&i| t.find(&dir, listing.name(i as usize)))
+                .filter(|&sub| !t.has_listing(sub))
+                .collect()
+        };
+        let mut tasks = self.prefetches.lock().expect("prefetch lock");
+        while tasks.try_join_next().is_some() {}
+        for sub in next {
+            let core = self.clone();
+            tasks.spawn(async move {
+                if let Err(e) = core.listing(sub).await {
+                    tracing::debug!(error = %e, "listing prefetch failed");
+                }
+            });
         }
-        Ok(children)
     }
 
     /// Takes a lease on the control connection, (re)connecting and
@@ -503,13 +538,13 @@ impl Core {
     }
 
     pub async fn open(self: &Arc<Self>, ino: u64) -> Result<Opened, FsError> {
-        let (path, entry) = self.inode(ino)?;
-        match entry.kind() {
-            v1::FileKind::Directory => return Err(FsError::IsDirectory),
-            v1::FileKind::Symlink => return Err(FsError::NotFound),
-            v1::FileKind::File => {}
+        let (path, meta) = self.node(ino)?;
+        match meta.kind {
+            Kind::Directory => return Err(FsError::IsDirectory),
+            Kind::Symlink => return Err(FsError::NotFound),
+            Kind::File => {}
         }
-        self.warm_siblings(ino);
+        self.warm_siblings(&path);
         let Resp::Opened(o) = self.lease(Req::Open(self.path_ref(&path))).await? else {
             return Err(FsError::Remote("unexpected response".into()));
         };
@@ -518,7 +553,7 @@ impl Core {
             fh,
             Arc::new(OpenFile {
                 path,
-                size: entry.size,
+                size: meta.size,
                 lease: AtomicU64::new(o.handle),
                 seq: Mutex::new(Sequential::default()),
                 backing: Mutex::new(None),
@@ -538,39 +573,35 @@ impl Core {
     }
 
     /// When opens walk a listed directory in order, warms the next files
-    /// (within the mount's prefetch budget).
-    fn warm_siblings(self: &Arc<Self>, ino: u64) {
+    /// (within the mount's prefetch budget). Needs the directory's listing
+    /// cached (it is, right after a walker listed it).
+    fn warm_siblings(self: &Arc<Self>, path: &str) {
+        let (dir, name) = split(path);
         let next: Vec<(String, u64)> = {
-            let t = self.inodes.lock().expect("inode lock");
-            let Some((dir, idx)) = t.0.get(&ino).and_then(|i| i.sibling) else {
+            let mut t = self.inodes.lock().expect("inode lock");
+            let Some(dir_ino) = t.find_path(dir) else {
                 return;
             };
-            let Some(parent) = t.0.get(&dir) else { return };
-            let Some(children) = parent.children.clone() else {
+            let Some(listing) = t.listing(dir_ino) else {
+                return;
+            };
+            let Some(idx) = listing.find(name) else {
                 return;
             };
             let range = {
                 let mut walks = self.walks.lock().expect("walks lock");
-                if walks.len() > MAX_WALKS && !walks.contains_key(&dir) {
+                if walks.len() > MAX_WALKS && !walks.contains_key(&dir_ino) {
                     walks.clear();
                 }
                 walks
-                    .entry(dir)
+                    .entry(dir_ino)
                     .or_default()
-                    .on_open(idx as usize, children.len())
+                    .on_open(idx, listing.len())
             };
             let Some(range) = range else { return };
-            children[range]
-                .iter()
-                .filter(|c| c.attr.kind == Kind::File && c.attr.size > 0)
-                .map(|c| {
-                    let path = if parent.path.is_empty() {
-                        c.name.clone()
-                    } else {
-                        format!("{}/{}", parent.path, c.name)
-                    };
-                    (path, c.attr.size)
-                })
+            range
+                .filter(|&i| listing.meta(i).kind == Kind::File && listing.meta(i).size > 0)
+                .map(|i| (join(dir, listing.name(i)), listing.meta(i).size))
                 .collect()
         };
         for (path, size) in next {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use fuser::consts::{FOPEN_KEEP_CACHE, FUSE_DO_READDIRPLUS, FUSE_PASSTHROUGH};
 use fuser::{
-    BackingId, FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    fuse_forget_one, BackingId, FileAttr, FileType, Filesystem, KernelConfig, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request,
 };
 use libc::{c_int, EBADF, EIO, EISDIR, ENODATA, ENOENT, ENOTDIR, EROFS};
 
@@ -32,7 +33,8 @@ fn errno(e: &FsError) -> c_int {
     }
 }
 
-/// Counters visible in logs at unmount (and to tests via the log).
+/// Counters visible in logs at unmount (and to tests via the log), with
+/// the core's [`crate::inodes::Counts`].
 #[derive(Debug, Default)]
 pub struct Stats {
     pub passthrough_opens: AtomicU64,
@@ -99,11 +101,7 @@ impl ShoalFs {
     }
 
     fn file_attr(uid: u32, gid: u32, a: &Attr) -> FileAttr {
-        let kind = match a.kind {
-            Kind::File => FileType::RegularFile,
-            Kind::Directory => FileType::Directory,
-            Kind::Symlink => FileType::Symlink,
-        };
+        let kind = file_type(a.kind);
         FileAttr {
             ino: a.ino,
             size: a.size,
@@ -121,6 +119,14 @@ impl ShoalFs {
             blksize: 1 << 20,
             flags: 0,
         }
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Directory => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
     }
 }
 
@@ -155,6 +161,17 @@ impl Filesystem for ShoalFs {
                 Err(e) => reply.error(errno(&e)),
             }
         });
+    }
+
+    // Every entry reply (lookup, READDIRPLUS) counted a reference in the
+    // core; the kernel gives them back here when it evicts the inode.
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, nlookup: u64) {
+        self.core.forget([(ino, nlookup)]);
+    }
+
+    fn batch_forget(&mut self, _req: &Request<'_>, nodes: &[fuse_forget_one]) {
+        self.core
+            .forget(nodes.iter().map(|n| (n.nodeid, n.nlookup)));
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
@@ -277,7 +294,12 @@ impl Filesystem for ShoalFs {
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
         match self.core.getattr(ino) {
-            Ok(a) if a.kind == Kind::Directory => reply.opened(0, 0),
+            Ok(a) if a.kind == Kind::Directory => {
+                reply.opened(0, 0);
+                // Background listing fetches are spawned on the runtime.
+                let _rt = self.rt.enter();
+                self.core.opened_dir(ino);
+            }
             Ok(_) => reply.error(ENOTDIR),
             Err(e) => reply.error(errno(&e)),
         }
@@ -293,27 +315,23 @@ impl Filesystem for ShoalFs {
     ) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            let children = match core.readdir(ino).await {
-                Ok(c) => c,
+            let listing = match core.listing(ino).await {
+                Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
             };
-            let dots = [
-                (ino, FileType::Directory, "."),
-                (1, FileType::Directory, ".."),
-            ];
-            let all = dots
-                .into_iter()
-                .map(|(i, k, n)| (i, k, n.to_string()))
-                .chain(children.iter().map(|c| {
-                    let kind = match c.attr.kind {
-                        Kind::File => FileType::RegularFile,
-                        Kind::Directory => FileType::Directory,
-                        Kind::Symlink => FileType::Symlink,
-                    };
-                    (c.attr.ino, kind, c.name.clone())
-                }));
-            for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-                if reply.add(ino, (i + 1) as i64, kind, name) {
+            // Offsets: 1 and 2 are `.` and `..`, 3.. the listing's entries.
+            for i in offset.max(0) as usize..listing.len() + 2 {
+                let full = match i {
+                    0 => reply.add(ino, 1, FileType::Directory, "."),
+                    1 => reply.add(1, 2, FileType::Directory, ".."),
+                    _ => reply.add(
+                        core.number(&listing, i - 2),
+                        (i + 1) as i64,
+                        file_type(listing.meta(i - 2).kind),
+                        listing.name(i - 2),
+                    ),
+                };
+                if full {
                     break;
                 }
             }
@@ -331,25 +349,33 @@ impl Filesystem for ShoalFs {
     ) {
         let (core, uid, gid) = (self.core.clone(), self.uid, self.gid);
         self.rt.spawn(async move {
-            let children = match core.readdir(ino).await {
-                Ok(c) => c,
+            let listing = match core.listing(ino).await {
+                Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
             };
             let me = match core.getattr(ino) {
-                Ok(a) => a,
+                Ok(a) => Self::file_attr(uid, gid, &a),
                 Err(e) => return reply.error(errno(&e)),
             };
-            let mut all = vec![(".".to_string(), me.clone()), ("..".to_string(), me)];
-            all.extend(children.iter().map(|c| (c.name.clone(), c.attr.clone())));
-            for (i, (name, a)) in all.iter().enumerate().skip(offset as usize) {
-                if reply.add(
-                    a.ino,
-                    (i + 1) as i64,
-                    name,
-                    &TTL,
-                    &Self::file_attr(uid, gid, a),
-                    0,
-                ) {
+            // Offsets as in readdir. The kernel takes no reference for `.`
+            // and `..`, and one for every other entry in the reply: each
+            // is counted before it is added, and given back if it did not
+            // fit.
+            for i in offset.max(0) as usize..listing.len() + 2 {
+                let full = match i {
+                    0 | 1 => reply.add(ino, (i + 1) as i64, [".", ".."][i], &TTL, &me, 0),
+                    _ => {
+                        let a = core.reference(&listing, i - 2);
+                        let attr = Self::file_attr(uid, gid, &a);
+                        let name = listing.name(i - 2);
+                        let full = reply.add(a.ino, (i + 1) as i64, name, &TTL, &attr, 0);
+                        if full {
+                            core.forget([(a.ino, 1)]);
+                        }
+                        full
+                    }
+                };
+                if full {
                     break;
                 }
             }

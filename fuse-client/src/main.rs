@@ -3,6 +3,7 @@
 
 mod core;
 mod fuse;
+mod inodes;
 mod prefetch;
 
 use std::path::{Path, PathBuf};
@@ -182,6 +183,28 @@ fn run(args: Args) -> Result<()> {
             }
         })
     };
+    // What the inode table holds, at debug level whenever it changed (at
+    // most once a second; the unmount line has the last figures).
+    let report = {
+        let core = core.clone();
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last = core.counts();
+            loop {
+                tick.tick().await;
+                let c = core.counts();
+                if c != last {
+                    tracing::debug!(
+                        inodes = c.inodes,
+                        listing_entries = c.listing_entries,
+                        listing_bytes = c.listing_bytes,
+                        "inode table"
+                    );
+                    last = c;
+                }
+            }
+        })
+    };
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -196,6 +219,7 @@ fn run(args: Args) -> Result<()> {
     })?;
     tracing::info!("unmounting");
     keepalive.abort();
+    report.abort();
     core.shutdown();
     if let Some(f) = &args.ready_file {
         let _ = std::fs::remove_file(f);
@@ -214,9 +238,13 @@ fn run(args: Args) -> Result<()> {
     } else {
         tracing::warn!("FUSE session still busy after unmount; exiting anyway");
     }
+    let held = core.counts();
     tracing::info!(
         passthrough_opens = stats.passthrough_opens.load(Ordering::Relaxed),
         plain_opens = stats.plain_opens.load(Ordering::Relaxed),
+        inodes = held.inodes,
+        listing_entries = held.listing_entries,
+        listing_bytes = held.listing_bytes,
         "unmounted"
     );
     Ok(())

@@ -15,16 +15,18 @@ pub const SIBLINGS_AHEAD: usize = 32;
 
 /// Directory-walk detection: a process opening a directory's files one
 /// after another in listing order (a data loader over small files). From
-/// the second consecutive open on, the next files are warmed in the
+/// the second consecutive open on, the next `AHEAD` files are warmed in the
 /// node's tiers so their origin round trips overlap instead of queueing;
-/// an open out of order stops it until the walk is seen again.
+/// an open out of order stops it until the walk is seen again. The same
+/// over a directory's subdirectories (a tree walk: `find`, `du`) fetches
+/// the next subdirectories' listings while the walker reads this one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Siblings {
+pub struct Siblings<const AHEAD: usize = SIBLINGS_AHEAD> {
     last: Option<usize>,
     warmed_to: usize,
 }
 
-impl Siblings {
+impl<const AHEAD: usize> Siblings<AHEAD> {
     /// Records an open of child `idx` of a directory with `count` children;
     /// returns the children to warm, if any.
     pub fn on_open(&mut self, idx: usize, count: usize) -> Option<Range<usize>> {
@@ -35,7 +37,7 @@ impl Siblings {
             return None;
         }
         let from = self.warmed_to.max(idx + 1);
-        let to = (idx + 1 + SIBLINGS_AHEAD).min(count);
+        let to = (idx + 1 + AHEAD).min(count);
         if to > from {
             self.warmed_to = to;
             Some(from..to)
@@ -153,7 +155,7 @@ mod tests {
 
     #[test]
     fn sibling_walks_warm_ahead_once_and_stop_out_of_order() {
-        let mut s = Siblings::default();
+        let mut s: Siblings = Siblings::default();
         assert_eq!(s.on_open(0, 100), None, "one open is no walk");
         assert_eq!(s.on_open(1, 100), Some(2..2 + SIBLINGS_AHEAD));
         // Each next open extends the window by one file, never twice.
@@ -165,10 +167,15 @@ mod tests {
         assert_eq!(s.on_open(50, 100), None);
         assert_eq!(s.on_open(51, 100), Some(52..84));
         // The end of the directory bounds it.
-        let mut t = Siblings::default();
+        let mut t: Siblings = Siblings::default();
         t.on_open(7, 10);
         assert_eq!(t.on_open(8, 10), Some(9..10));
         assert_eq!(t.on_open(9, 10), None);
+        // Another distance ahead.
+        let mut d = Siblings::<2>::default();
+        assert_eq!(d.on_open(0, 10), None);
+        assert_eq!(d.on_open(1, 10), Some(2..4));
+        assert_eq!(d.on_open(2, 10), Some(4..5));
     }
 
     #[test]
