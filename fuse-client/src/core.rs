@@ -93,6 +93,8 @@ pub struct Attr {
     pub mtime: SystemTime,
     /// Permission bits only.
     pub perm: u16,
+    /// The origin's (uid, gid), if it has owners.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Settings of a mount.

@@ -15,7 +15,10 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
     Request,
 };
-use libc::{c_int, EBADF, EIO, EISDIR, ENODATA, ENOENT, ENOTDIR, EROFS};
+use libc::{c_int, EBADF, EIO, EISDIR, ENAMETOOLONG, ENODATA, ENOENT, ENOTDIR, EROFS};
+
+/// Longest file name (NAME_MAX).
+const NAME_MAX: usize = 255;
 
 use crate::core::{Attr, Core, FsError, Kind};
 
@@ -74,34 +77,62 @@ impl OpenTable {
     }
 }
 
+/// How attributes are shown: the origin's owners and modes when it has
+/// them (local and NFS origins), the mount's otherwise (S3), and the
+/// mount's flags when they force them (as mountpoint-s3's `--uid`,
+/// `--gid`, `--file-mode`, `--dir-mode`).
+#[derive(Debug, Clone, Copy)]
+pub struct Presentation {
+    /// Owner of entries without one (and of all, when forced).
+    pub uid: u32,
+    pub gid: u32,
+    pub force_uid: bool,
+    pub force_gid: bool,
+    pub file_mode: Option<u16>,
+    pub dir_mode: Option<u16>,
+}
+
 /// The `fuser::Filesystem` over a [`Core`].
 pub struct ShoalFs {
     core: Arc<Core>,
     rt: tokio::runtime::Handle,
-    uid: u32,
-    gid: u32,
+    view: Presentation,
     passthrough: Arc<AtomicBool>,
     opens: Arc<Mutex<OpenTable>>,
     pub stats: Arc<Stats>,
 }
 
 impl ShoalFs {
-    pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle, stats: Arc<Stats>) -> Self {
-        // SAFETY: getuid/getgid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    pub fn new(
+        core: Arc<Core>,
+        rt: tokio::runtime::Handle,
+        stats: Arc<Stats>,
+        view: Presentation,
+    ) -> Self {
         Self {
             core,
             rt,
-            uid,
-            gid,
+            view,
             passthrough: Arc::new(AtomicBool::new(false)),
             opens: Arc::new(Mutex::new(OpenTable::default())),
             stats,
         }
     }
 
-    fn file_attr(uid: u32, gid: u32, a: &Attr) -> FileAttr {
+    fn file_attr(view: &Presentation, a: &Attr) -> FileAttr {
         let kind = file_type(a.kind);
+        let (uid, gid) = match a.owner {
+            Some((u, g)) => (
+                if view.force_uid { view.uid } else { u },
+                if view.force_gid { view.gid } else { g },
+            ),
+            None => (view.uid, view.gid),
+        };
+        let perm = match a.kind {
+            Kind::File => view.file_mode.unwrap_or(a.perm),
+            Kind::Directory => view.dir_mode.unwrap_or(a.perm),
+            Kind::Symlink => a.perm,
+        };
         FileAttr {
             ino: a.ino,
             size: a.size,
@@ -111,7 +142,7 @@ impl ShoalFs {
             ctime: a.mtime,
             crtime: a.mtime,
             kind,
-            perm: a.perm,
+            perm,
             nlink: if kind == FileType::Directory { 2 } else { 1 },
             uid,
             gid,
@@ -153,11 +184,15 @@ impl Filesystem for ShoalFs {
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let (core, uid, gid) = (self.core.clone(), self.uid, self.gid);
+        // No key with such a name is shown (docs/SEMANTICS.md): say why.
+        if name.len() > NAME_MAX {
+            return reply.error(ENAMETOOLONG);
+        }
+        let (core, view) = (self.core.clone(), self.view);
         let name = name.to_string_lossy().into_owned();
         self.rt.spawn(async move {
             match core.lookup(parent, &name).await {
-                Ok(a) => reply.entry(&TTL, &Self::file_attr(uid, gid, &a), 0),
+                Ok(a) => reply.entry(&TTL, &Self::file_attr(&view, &a), 0),
                 Err(e) => reply.error(errno(&e)),
             }
         });
@@ -176,7 +211,7 @@ impl Filesystem for ShoalFs {
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
         match self.core.getattr(ino) {
-            Ok(a) => reply.attr(&TTL, &Self::file_attr(self.uid, self.gid, &a)),
+            Ok(a) => reply.attr(&TTL, &Self::file_attr(&self.view, &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -347,14 +382,14 @@ impl Filesystem for ShoalFs {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let (core, uid, gid) = (self.core.clone(), self.uid, self.gid);
+        let (core, view) = (self.core.clone(), self.view);
         self.rt.spawn(async move {
             let listing = match core.listing(ino).await {
                 Ok(l) => l,
                 Err(e) => return reply.error(errno(&e)),
             };
             let me = match core.getattr(ino) {
-                Ok(a) => Self::file_attr(uid, gid, &a),
+                Ok(a) => Self::file_attr(&view, &a),
                 Err(e) => return reply.error(errno(&e)),
             };
             // Offsets as in readdir. The kernel takes no reference for `.`
@@ -366,7 +401,7 @@ impl Filesystem for ShoalFs {
                     0 | 1 => reply.add(ino, (i + 1) as i64, [".", ".."][i], &TTL, &me, 0),
                     _ => {
                         let a = core.reference(&listing, i - 2);
-                        let attr = Self::file_attr(uid, gid, &a);
+                        let attr = Self::file_attr(&view, &a);
                         let name = listing.name(i - 2);
                         let full = reply.add(a.ino, (i + 1) as i64, name, &TTL, &attr, 0);
                         if full {

@@ -46,9 +46,11 @@ pub struct Meta {
     /// For a symlink, the length of its target.
     pub size: u64,
     pub mtime_nanos: i64,
-    /// Permission bits only.
+    /// Permission bits only (with setuid/setgid/sticky), as the origin has them.
     pub perm: u16,
     pub kind: Kind,
+    /// The origin's (uid, gid), when it has owners (local and NFS origins).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Meta {
@@ -58,11 +60,11 @@ impl Meta {
             v1::FileKind::Directory => Kind::Directory,
             v1::FileKind::Symlink => Kind::Symlink,
         };
-        // Read-only, readable by everyone in the container whatever the origin said.
+        // The origin's bits (S3 objects are listed 0444, their directories
+        // 0555); the mount is read-only whatever they say.
         let perm = match kind {
-            Kind::Directory => 0o555,
             Kind::Symlink => 0o777,
-            Kind::File => 0o444 | (e.mode as u16 & 0o111),
+            Kind::Directory | Kind::File => (e.mode & 0o7777) as u16,
         };
         Self {
             size: if kind == Kind::Symlink {
@@ -73,6 +75,7 @@ impl Meta {
             mtime_nanos: e.mtime_nanos,
             perm,
             kind,
+            owner: e.has_owner.then_some((e.uid, e.gid)),
         }
     }
 
@@ -87,6 +90,7 @@ impl Meta {
             size: self.size,
             mtime,
             perm: self.perm,
+            owner: self.owner,
         }
     }
 }

@@ -43,11 +43,33 @@ struct Args {
     /// or frozen) before the reader gets EIO. Readers never wait longer.
     #[arg(long, default_value = "60", value_parser = parse_secs)]
     retry_secs: Duration,
+    /// Owner of every entry (default: the origin's owner for local and NFS
+    /// origins, else the user running fuse-client).
+    #[arg(long)]
+    uid: Option<u32>,
+    /// Group of every entry (default as for --uid).
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Permission bits of every file, octal (default: the origin's; S3
+    /// objects are 0444).
+    #[arg(long, value_parser = parse_mode)]
+    file_mode: Option<u16>,
+    /// Permission bits of every directory, octal (default: the origin's;
+    /// S3 prefixes are 0555).
+    #[arg(long, value_parser = parse_mode)]
+    dir_mode: Option<u16>,
     /// Prefetch bytes in flight for this mount, e.g. 256MiB.
     #[arg(long, default_value = "256MiB", value_parser = shoal_proto::units::parse_size)]
     prefetch_budget: u64,
     /// Where to mount (must be an existing directory).
     mountpoint: PathBuf,
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode (e.g. 0640)"))
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -145,7 +167,17 @@ fn run(args: Args) -> Result<()> {
         .with_context(|| format!("cannot mount dataset {:?}", args.dataset))?;
     let version = core.version();
     let stats = Arc::new(fuse::Stats::default());
-    let fs = fuse::ShoalFs::new(core.clone(), rt.handle().clone(), stats.clone());
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (me_uid, me_gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let view = fuse::Presentation {
+        uid: args.uid.unwrap_or(me_uid),
+        gid: args.gid.unwrap_or(me_gid),
+        force_uid: args.uid.is_some(),
+        force_gid: args.gid.is_some(),
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+    };
+    let fs = fuse::ShoalFs::new(core.clone(), rt.handle().clone(), stats.clone(), view);
     let mut options = vec![
         MountOption::RO,
         MountOption::FSName(format!("shoal:{}", args.dataset)),
