@@ -132,22 +132,35 @@ impl NodeError {
 #[derive(Debug)]
 pub struct Session {
     store: ChunkStore,
-    handles: HashMap<u64, FileVersionId>,
+    /// Open handles: the file version, and whether the handle holds it.
+    handles: HashMap<u64, (FileVersionId, bool)>,
     next: u64,
 }
 
 impl Session {
+    /// A handle holding `fv` against eviction.
     fn open(&mut self, fv: FileVersionId) -> u64 {
         self.store.hold(fv);
         self.next += 1;
-        self.handles.insert(self.next, fv);
+        self.handles.insert(self.next, (fv, true));
         self.next
+    }
+
+    /// Keeps the handle but gives up its hold.
+    fn unhold(&mut self, handle: u64) {
+        if let Some((fv, held)) = self.handles.get_mut(&handle) {
+            if std::mem::take(held) {
+                self.store.unhold(fv);
+            }
+        }
     }
 
     fn close(&mut self, handle: u64) -> bool {
         match self.handles.remove(&handle) {
-            Some(fv) => {
-                self.store.unhold(&fv);
+            Some((fv, held)) => {
+                if held {
+                    self.store.unhold(&fv);
+                }
                 true
             }
             None => false,
@@ -157,8 +170,10 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for fv in self.handles.values() {
-            self.store.unhold(fv);
+        for (fv, held) in self.handles.values() {
+            if *held {
+                self.store.unhold(fv);
+            }
         }
     }
 }
@@ -489,12 +504,21 @@ impl Node {
                 let entry = self
                     .catalog()
                     .stat(&p.dataset, version, &file.object.path)?;
+                // Only a file whole in one tier is held open (its tier file
+                // may be read directly, by the kernel too); holding others
+                // would pin every chunk they fetch, so opening a file larger
+                // than the cache would pin the whole cache. Their reads go
+                // through the node, which holds each chunk while it copies.
                 let handle = session.open(file.fv);
+                let backing = self.backing(&file, version, 0, file.size);
+                if !backing.complete {
+                    session.unhold(handle);
+                }
                 Resp::Opened(v1::Opened {
                     handle,
                     version,
                     entry: Some(entry),
-                    backing: Some(self.backing(&file, version, 0, file.size)),
+                    backing: Some(backing),
                 })
             }
             Req::Close(h) => {

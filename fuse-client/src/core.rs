@@ -124,6 +124,10 @@ struct OpenFile {
     /// The node's handle id for the lease (changes when re-established).
     lease: AtomicU64,
     seq: Mutex<Sequential>,
+    /// The node holds the file for this open (it was whole in one tier at
+    /// open): only then may its tier file be read directly, eviction
+    /// cannot punch a hole under the read.
+    held: bool,
     /// Tier file last used for direct reads.
     backing: Mutex<Option<(String, Arc<std::fs::File>)>>,
 }
@@ -551,6 +555,7 @@ impl Core {
             return Err(FsError::Remote("unexpected response".into()));
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let held = o.backing.as_ref().is_some_and(|b| b.complete);
         self.files.lock().expect("files lock").insert(
             fh,
             Arc::new(OpenFile {
@@ -558,6 +563,7 @@ impl Core {
                 size: meta.size,
                 lease: AtomicU64::new(o.handle),
                 seq: Mutex::new(Sequential::default()),
+                held,
                 backing: Mutex::new(None),
             }),
         );
@@ -662,12 +668,15 @@ impl Core {
             length: end - offset,
             direct: plan.direct,
         };
-        if let Resp::Backing(b) = self.call(Req::Backing(range.clone())).await? {
-            if !b.path.is_empty() {
-                // A stuck disk must not hang the reader either.
-                let deadline = Instant::now() + self.s.retry_for;
-                let read = read_tier_file(&f, &b.path, offset, (end - offset) as usize);
-                return self.bounded(deadline, read).await?;
+        // Only a held file's tier file may be read directly (see OpenFile).
+        if f.held {
+            if let Resp::Backing(b) = self.call(Req::Backing(range.clone())).await? {
+                if !b.path.is_empty() {
+                    // A stuck disk must not hang the reader either.
+                    let deadline = Instant::now() + self.s.retry_for;
+                    let read = read_tier_file(&f, &b.path, offset, (end - offset) as usize);
+                    return self.bounded(deadline, read).await?;
+                }
             }
         }
         match self.call(Req::Read(range)).await? {

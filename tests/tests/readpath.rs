@@ -57,3 +57,50 @@ fn a_seek_fetches_its_bytes_not_whole_chunks_and_a_stream_still_fills_the_cache(
         "a stream fills the cache"
     );
 }
+
+#[test]
+fn an_open_file_larger_than_the_cache_does_not_pin_the_cache() {
+    let big = pattern(72, 32 * MIB);
+    let small = pattern(73, MIB);
+    let opts = NodeOpts {
+        memory_quota: "12MiB".into(),
+        disk_quota: "0".into(),
+        ..NodeOpts::default()
+    };
+    let fx = Fixture::new(
+        "MD5",
+        &[
+            ("big.bin".into(), big.clone()),
+            ("small.bin".into(), small.clone()),
+        ],
+        opts,
+    );
+    fx.node.create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let mnt = fx.tmp.path().join("mnt");
+    let _m = Mount::start(&fx.node, "ds", &mnt, &[]).unwrap();
+
+    // Stream the big file through the 12 MiB cache and keep it open.
+    let f = std::fs::File::open(mnt.join("big.bin")).unwrap();
+    let mut all = vec![0u8; big.len()];
+    let mut at = 0;
+    while at < all.len() {
+        let n = f.read_at(&mut all[at..], at as u64).unwrap();
+        assert!(n > 0);
+        at += n;
+    }
+    assert!(all == big);
+    // Its chunks were evictable as it went: nothing was served uncached,
+    // and another file still gets cached while it stays open.
+    assert_eq!(fx.node.metric("shoal_uncached_reads_total"), 0.0);
+    assert!(std::fs::read(mnt.join("small.bin")).unwrap() == small);
+    let origin = fx.node.metric("shoal_origin_bytes_total");
+    let cat = fx.node.ctl_ok(&["cat", "ds", "small.bin"]);
+    assert!(cat == small);
+    assert_eq!(
+        fx.node.metric("shoal_origin_bytes_total"),
+        origin,
+        "small.bin was cached although big.bin is open"
+    );
+    assert!(fx.node.metric("shoal_tier_bytes{tier=\"memory\"}") <= (12 * MIB) as f64);
+    drop(f);
+}
