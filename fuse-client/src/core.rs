@@ -310,7 +310,7 @@ impl Core {
     /// Resolves `name` in directory `parent` and counts the reference the
     /// reply hands the kernel. Answered from the directory's listing when
     /// it is cached, by the node otherwise.
-    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+    pub async fn lookup(self: &Arc<Self>, parent: u64, name: &str) -> Result<Attr, FsError> {
         let dir = {
             let mut t = self.inodes.lock().expect("inode lock");
             let (dir, meta) = t.get(parent).ok_or(FsError::NotFound)?;
@@ -324,6 +324,11 @@ impl Core {
             }
             dir
         };
+        // A process opening files by path (from an index, without listing
+        // the directory) gets the listing fetched meanwhile: the next
+        // lookups are answered locally and a walk over its files is seen
+        // (sibling prefetch needs the listing).
+        self.list_in_background(parent, &dir);
         match self
             .call(Req::Stat(self.path_ref(&join(&dir, name))))
             .await?
@@ -477,6 +482,27 @@ impl Core {
                 }
             });
         }
+    }
+
+    /// Fetches a directory's listing in the background unless it is
+    /// already being fetched.
+    fn list_in_background(self: &Arc<Self>, ino: u64, path: &str) {
+        if self
+            .fetching
+            .lock()
+            .expect("fetching lock")
+            .contains_key(path)
+        {
+            return;
+        }
+        let core = self.clone();
+        let mut tasks = self.prefetches.lock().expect("prefetch lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            if let Err(e) = core.listing(ino).await {
+                tracing::debug!(error = %e, "background listing failed");
+            }
+        });
     }
 
     /// Takes a lease on the control connection, (re)connecting and

@@ -104,3 +104,31 @@ fn an_open_file_larger_than_the_cache_does_not_pin_the_cache() {
     assert!(fx.node.metric("shoal_tier_bytes{tier=\"memory\"}") <= (12 * MIB) as f64);
     drop(f);
 }
+
+#[test]
+fn opening_files_by_path_in_order_warms_the_next_ones_without_a_listing() {
+    // A data loader reading from an index: open by path, never readdir.
+    let files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("d/f{i:03}.bin"), pattern(80 + i, 50_000)))
+        .collect();
+    let fx = Fixture::new("MD5", &files, NodeOpts::default());
+    fx.node.create_ok("ds", "s3://bucket", &fx.s3.endpoint);
+    let mnt = fx.tmp.path().join("mnt");
+    let _m = Mount::start(&fx.node, "ds", &mnt, &[]).unwrap();
+    let cached = || fx.node.dataset("ds")["cached_bytes"].as_u64().unwrap();
+    let mut read = 0u64;
+    for (p, b) in &files[..6] {
+        assert!(std::fs::read(mnt.join(p)).unwrap() == *b);
+        read += b.len() as u64;
+    }
+    // The files after the sixth are fetched ahead of the reader.
+    shoal_tests::wait_for(
+        "the next files to be warmed",
+        std::time::Duration::from_secs(15),
+        || cached() >= read + 10 * 50_000,
+    )
+    .unwrap();
+    for (p, b) in &files[6..] {
+        assert!(std::fs::read(mnt.join(p)).unwrap() == *b);
+    }
+}
