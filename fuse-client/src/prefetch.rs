@@ -65,9 +65,16 @@ pub struct Plan {
 /// Per-file prefetch state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sequential {
+    /// End of the furthest read so far.
     next: u64,
+    /// Size of the range warmed last (0 before the first read).
     window: u64,
+    /// End of what has been warmed.
     prefetched_to: u64,
+    /// When the reader passes this offset, the next (twice as large)
+    /// range is warmed: the start of the range warmed last, as the
+    /// kernel's async readahead marker.
+    marker: u64,
     /// Bytes read directly per [`MIN_WINDOW`]-aligned region.
     heat: HashMap<u64, u64>,
 }
@@ -77,15 +84,24 @@ pub struct Sequential {
 pub const HOT_BYTES: u64 = 1 << 20;
 /// Regions whose direct bytes are tracked per open file.
 const MAX_HEAT: usize = 1024;
+/// How far from the end of the last read a read still counts as
+/// sequential: the kernel sends a burst of readahead requests at once and
+/// they arrive in any order.
+const SLACK: u64 = 1 << 20;
 
 impl Sequential {
     /// Records a read of `[offset, end)` of a file of `size` bytes.
     ///
-    /// - Sequential reads grow the window and warm ahead of the reader.
+    /// - Sequential reads warm ahead of the reader. Each time the reader
+    ///   enters the range warmed last, a range twice as large (up to
+    ///   [`MAX_WINDOW`]) is warmed after it: what is warmed grows with what
+    ///   is read, so a process that reads a file's first bytes and stops
+    ///   (and the kernel's readahead burst after them) warms one window,
+    ///   not dozens.
     /// - The first read of a file at offset 0 that does not cover the
     ///   whole file is direct (its bytes come back after one origin round
     ///   trip instead of a whole chunk), and the first window is warmed
-    ///   meanwhile for the reads that follow. A first read covering the
+    ///   after it for the reads that follow. A first read covering the
     ///   whole file (a small file) fetches its chunk normally, so the file
     ///   is cached.
     /// - A seek is direct and warms nothing, so random readers do not pull
@@ -93,29 +109,33 @@ impl Sequential {
     ///   reading one region ([`HOT_BYTES`]), which is then warmed whole.
     pub fn on_read(&mut self, offset: u64, end: u64, size: u64) -> Plan {
         let first = self.window == 0;
-        if !first && offset == self.next {
-            self.window = (self.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
-            self.next = end;
-            let target = end.saturating_add(self.window).min(size);
-            let from = self.prefetched_to.max(end);
-            if target > from {
-                self.prefetched_to = target;
-                return Plan {
-                    warm: Some(from..target),
-                    direct: false,
-                };
+        if !first && offset.abs_diff(self.next) <= SLACK {
+            self.next = self.next.max(end);
+            if self.next < self.marker || self.prefetched_to >= size {
+                return Plan::default();
             }
-            return Plan::default();
+            self.window = (self.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
+            let from = self.prefetched_to.max(self.next);
+            let to = from.saturating_add(self.window).min(size);
+            self.marker = from;
+            self.prefetched_to = to;
+            return Plan {
+                warm: (to > from).then_some(from..to),
+                direct: false,
+            };
         }
         self.window = MIN_WINDOW / 2;
         self.next = end;
         self.prefetched_to = end;
+        self.marker = end;
         if first && offset == 0 {
             if end >= size {
                 return Plan::default();
             }
             let to = MIN_WINDOW.min(size);
+            self.window = MIN_WINDOW;
             self.prefetched_to = to;
+            self.marker = to / 2;
             return Plan {
                 warm: Some(0..to),
                 direct: true,
@@ -140,12 +160,6 @@ impl Sequential {
         }
         *bytes += end - offset;
         (*bytes > HOT_BYTES).then_some(region * MIN_WINDOW..((region + 1) * MIN_WINDOW).min(size))
-    }
-
-    /// The current window.
-    #[cfg(test)]
-    pub fn window(&self) -> u64 {
-        self.window
     }
 }
 
@@ -178,8 +192,20 @@ mod tests {
         assert_eq!(d.on_open(2, 10), Some(4..5));
     }
 
+    /// Reads `[from, to)` in `step` pieces; every range warmed meanwhile.
+    fn stream(s: &mut Sequential, from: u64, to: u64, step: u64, size: u64) -> Vec<Range<u64>> {
+        let mut warmed = Vec::new();
+        let mut at = from;
+        while at < to {
+            let end = (at + step).min(to);
+            warmed.extend(s.on_read(at, end, size).warm);
+            at = end;
+        }
+        warmed
+    }
+
     #[test]
-    fn window_grows_while_sequential_and_resets_on_seek() {
+    fn what_is_warmed_grows_with_what_is_read_and_stays_ahead() {
         let size = 1 << 30;
         let mut s = Sequential::default();
         assert_eq!(
@@ -190,36 +216,63 @@ mod tests {
             },
             "a stream's first read is direct and warms the first window"
         );
-        let r = s.on_read(1 << 20, 2 << 20, size).warm.unwrap();
-        assert_eq!(r, MIN_WINDOW..((2 << 20) + MIN_WINDOW));
-        let mut last = s.window();
-        for i in 2..10u64 {
-            s.on_read(i << 20, (i + 1) << 20, size);
-            assert!(s.window() >= last);
-            last = s.window();
+        let warmed = stream(&mut s, 1 << 20, 300 << 20, 1 << 20, size);
+        // Contiguous, never twice, growing up to the largest window.
+        let mut end = MIN_WINDOW;
+        for r in &warmed {
+            assert_eq!(r.start, end);
+            assert!(r.end - r.start <= MAX_WINDOW);
+            end = r.end;
         }
-        assert_eq!(s.window(), MAX_WINDOW);
-        // Seek far away: direct, nothing warmed until the reader continues
-        // sequentially.
+        let last = warmed.last().unwrap();
+        assert_eq!(last.end - last.start, MAX_WINDOW);
+        // Always ahead of the reader, never absurdly far.
+        assert!(end >= 300 << 20);
+        assert!(end <= (300 << 20) + 2 * MAX_WINDOW);
+    }
+
+    #[test]
+    fn a_readahead_burst_after_the_first_bytes_warms_one_window() {
+        let size = 256 << 20;
+        let mut s = Sequential::default();
+        let first = s.on_read(0, 128 << 10, size);
+        assert_eq!(first.warm, Some(0..MIN_WINDOW));
+        // The kernel's readahead after a 4 KiB read: 1 MiB in 128 KiB
+        // requests, arriving out of order.
+        let mut more = Vec::new();
+        for i in [2u64, 1, 3, 5, 4, 7, 6] {
+            let p = s.on_read(i << 17, (i + 1) << 17, size);
+            assert!(!p.direct, "part of the stream, not a seek");
+            more.extend(p.warm);
+        }
+        assert!(more.is_empty(), "warmed beyond the first window: {more:?}");
+    }
+
+    #[test]
+    fn a_seek_is_direct_and_a_stream_resumes_after_it() {
+        let size = 1 << 30;
+        let mut s = Sequential::default();
+        s.on_read(0, 1 << 20, size);
+        stream(&mut s, 1 << 20, 64 << 20, 1 << 20, size);
         let p = s.on_read(500 << 20, 501 << 20, size);
         assert_eq!((p.warm, p.direct), (None, true));
         let p = s.on_read(501 << 20, 502 << 20, size);
         assert!(!p.direct);
-        let r = p.warm.unwrap();
-        assert_eq!(s.window(), MIN_WINDOW);
-        assert_eq!(r.start, 502 << 20);
+        assert_eq!(p.warm, Some((502 << 20)..(502 << 20) + MIN_WINDOW));
     }
 
     #[test]
     fn never_past_the_end_and_never_twice() {
+        let size = (7 << 20) + 5;
         let mut s = Sequential::default();
-        let size = 7 << 20;
-        assert_eq!(s.on_read(0, 1 << 20, size).warm, Some(0..MIN_WINDOW));
-        let r = s.on_read(1 << 20, 2 << 20, size).warm.unwrap();
-        assert_eq!(r.end, 6 << 20);
-        let r = s.on_read(2 << 20, 3 << 20, size).warm.unwrap();
-        assert_eq!(r, (6 << 20)..size);
-        assert_eq!(s.on_read(3 << 20, 4 << 20, size), Plan::default());
+        let mut warmed = vec![s.on_read(0, 1 << 20, size).warm.unwrap()];
+        warmed.extend(stream(&mut s, 1 << 20, size, 1 << 20, size));
+        let mut end = 0;
+        for r in &warmed {
+            assert_eq!(r.start, end, "{warmed:?}");
+            end = r.end;
+        }
+        assert_eq!(end, size);
     }
 
     #[test]
