@@ -15,8 +15,9 @@
 //!   pin: false
 //! ```
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use shoal_proto::cli::{one_line, quote};
 use shoal_proto::v1;
 
 #[derive(Debug, Deserialize)]
@@ -57,32 +58,46 @@ pub fn parse_policy(s: &str) -> Result<v1::TierPolicy> {
             "memorythendisk" => v1::TierPolicy::MemoryThenDisk,
             "diskonly" => v1::TierPolicy::DiskOnly,
             "memoryonly" => v1::TierPolicy::MemoryOnly,
-            _ => bail!("unknown tier policy {s:?}: use MemoryThenDisk, DiskOnly or MemoryOnly"),
+            _ => bail!(
+                "unknown tier policy {}: use MemoryThenDisk, DiskOnly or MemoryOnly",
+                quote(s)
+            ),
         },
     )
 }
 
-/// Parses every document of a YAML stream into dataset specs.
+/// Characters of a YAML error kept (it may quote the input at length).
+const YAML_ERROR_CHARS: usize = 200;
+
+/// A YAML error as one short line.
+fn yaml_error(e: serde_yaml::Error) -> anyhow::Error {
+    anyhow!(one_line(&e.to_string(), YAML_ERROR_CHARS))
+}
+
+/// Parses every document of a YAML stream into dataset specs. An error is
+/// one short line, however long the value it complains about.
 pub fn parse(text: &str, origin: &str) -> Result<Vec<v1::DatasetSpec>> {
     let mut out = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
+            .map_err(yaml_error)
             .with_context(|| format!("{origin}: malformed YAML in document {}", i + 1))?;
         if value.is_null() {
             continue;
         }
         let d: Document = serde_yaml::from_value(value)
+            .map_err(yaml_error)
             .with_context(|| format!("{origin}: invalid Dataset in document {}", i + 1))?;
         if d.kind != "Dataset" {
             bail!(
-                "{origin}: kind {:?} is not supported (expected Dataset)",
-                d.kind
+                "{origin}: kind {} is not supported (expected Dataset)",
+                quote(&d.kind)
             );
         }
         if d.api_version != API_VERSION {
             bail!(
-                "{origin}: apiVersion {:?} is not supported (expected {API_VERSION})",
-                d.api_version
+                "{origin}: apiVersion {} is not supported (expected {API_VERSION})",
+                quote(&d.api_version)
             );
         }
         let chunk_size = match &d.spec.chunk_size {
@@ -110,6 +125,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Vec<v1::DatasetSpec>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {

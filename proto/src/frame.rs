@@ -19,7 +19,8 @@ pub enum FrameError {
     Decode(#[from] prost::DecodeError),
 }
 
-/// Reads one frame; `Ok(None)` on a clean end of stream before a length.
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames
+/// (a stream that ends inside a length prefix was cut off: an error).
 pub async fn read_frame<M, R>(reader: &mut R) -> Result<Option<M>, FrameError>
 where
     M: Message + Default,
@@ -35,32 +36,43 @@ where
     M: Message + Default,
     R: AsyncRead + Unpin,
 {
-    let len = match reader.read_u32().await {
-        Ok(len) => len,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match reader.read(&mut head[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
+    }
+    let len = u32::from_be_bytes(head);
     if len > max.min(MAX_FRAME_BYTES) {
         return Err(FrameError::TooLarge(len));
     }
-    // Memory grows with the bytes that actually arrived (a peer announcing
-    // a large frame and sending nothing costs nothing), is never zero-filled
-    // first, and `bytes` fields decode as slices of it, not copies.
+    // Memory grows with the bytes that actually arrived, by exact steps: a
+    // peer announcing a large frame and sending little costs at most one
+    // step, and a whole frame costs its size (a doubling buffer would cost
+    // up to twice that, kept alive by the `bytes` fields decoded as slices
+    // of it, not copies). It is never zero-filled first.
     let len = len as usize;
-    let mut buf = BytesMut::new();
+    let mut buf: Vec<u8> = Vec::new();
     while buf.len() < len {
-        let want = (len - buf.len()).min(READ_STEP);
-        buf.reserve(want);
-        let n = reader.read_buf(&mut (&mut buf).limit(want)).await?;
+        if buf.len() == buf.capacity() {
+            buf.reserve_exact((len - buf.len()).min(READ_STEP));
+        }
+        let room = buf.capacity() - buf.len();
+        let n = reader.read_buf(&mut (&mut buf).limit(room)).await?;
         if n == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
     }
-    Ok(Some(M::decode(buf.freeze())?))
+    Ok(Some(M::decode(Bytes::from(buf))?))
 }
 
-/// Bytes a frame read asks for at a time.
-const READ_STEP: usize = 4 << 20;
+/// Bytes a frame read allocates at a time, and so the most a frame costs
+/// beyond the bytes that arrived. A default 4 MiB chunk with its framing
+/// fits in one step; larger frames grow by whole steps.
+pub const READ_STEP: usize = (4 << 20) + (64 << 10);
 
 /// Encodes one frame (length prefix and message) into one buffer, for
 /// transports that take owned buffers without copying them again.

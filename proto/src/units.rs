@@ -9,7 +9,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let value: f64 = num.parse().map_err(|_| {
-        format!("invalid size {s:?}: expected a number with an optional unit like 4MiB")
+        format!(
+            "invalid size {}: expected a number with an optional unit like 4MiB",
+            crate::cli::quote(s)
+        )
     })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
@@ -21,11 +24,20 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "gb" => 1_000_000_000,
         "tb" => 1_000_000_000_000,
-        other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        other => {
+            return Err(format!(
+                "invalid size {}: unknown unit {}",
+                crate::cli::quote(s),
+                crate::cli::quote(other)
+            ))
+        }
     };
     let bytes = value * mult as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}: out of range"));
+        return Err(format!(
+            "invalid size {}: out of range",
+            crate::cli::quote(s)
+        ));
     }
     Ok(bytes as u64)
 }

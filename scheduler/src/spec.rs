@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use shoal_proto::cli::{one_line, quote};
 
 /// `kind` of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,12 +155,16 @@ fn api_version() -> String {
     "shoal.io/v1alpha1".into()
 }
 
-/// Parses one deployment from YAML (JSON is YAML too).
+/// Characters of a YAML error kept (it may quote the input at length).
+const YAML_ERROR_CHARS: usize = 200;
+
+/// Parses one deployment from YAML (JSON is YAML too). An error is one
+/// short line, however long the value it complains about.
 pub fn parse(text: &str) -> Result<Deployment, String> {
     let d: Deployment = serde_yaml::from_str(text).map_err(|e| {
         format!(
             "invalid deployment spec: {}",
-            e.to_string().lines().next().unwrap_or_default()
+            one_line(&e.to_string(), YAML_ERROR_CHARS)
         )
     })?;
     validate(&d)?;
@@ -177,13 +182,14 @@ pub fn validate(d: &Deployment) -> Result<(), String> {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
         return Err(format!(
-            "invalid deployment name {name:?}: use lowercase letters, digits and '-', at most 63"
+            "invalid deployment name {}: use lowercase letters, digits and '-', at most 63",
+            quote(name)
         ));
     }
     if d.api_version != "shoal.io/v1alpha1" {
         return Err(format!(
-            "unsupported apiVersion {:?} (expected shoal.io/v1alpha1)",
-            d.api_version
+            "unsupported apiVersion {} (expected shoal.io/v1alpha1)",
+            quote(&d.api_version)
         ));
     }
     let s = &d.spec;
@@ -206,14 +212,15 @@ pub fn validate(d: &Deployment) -> Result<(), String> {
     for ds in &s.datasets {
         if !ds.mount_path.starts_with('/') || ds.mount_path.contains("..") {
             return Err(format!(
-                "spec.datasets[{}].mountPath {:?} must be an absolute path without '..'",
-                ds.name, ds.mount_path
+                "spec.datasets[{}].mountPath {} must be an absolute path without '..'",
+                quote(&ds.name),
+                quote(&ds.mount_path)
             ));
         }
         if paths.contains(&&ds.mount_path) {
             return Err(format!(
                 "spec.datasets: two datasets mount at {}",
-                ds.mount_path
+                quote(&ds.mount_path)
             ));
         }
         paths.push(&ds.mount_path);

@@ -709,7 +709,11 @@ impl PeerSource for Mesh {
             let weights: Vec<(String, String, f64)> = alive
                 .iter()
                 .map(|m| {
-                    let cap: u64 = m.tiers.iter().map(|t| t.quota_bytes).sum();
+                    // Peers report their own quotas: a sum that saturates.
+                    let cap = m
+                        .tiers
+                        .iter()
+                        .fold(0u64, |a, t| a.saturating_add(t.quota_bytes));
                     (
                         m.name.clone(),
                         m.peer_addr.clone(),

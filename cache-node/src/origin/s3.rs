@@ -80,6 +80,18 @@ impl S3Origin {
         } else {
             region.to_string()
         };
+        // The region goes into every request's signature header: a byte a
+        // header cannot carry (a control character from a hostile spec)
+        // would make the SDK panic while signing, so it is refused here.
+        let valid_region = !region.is_empty()
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !valid_region {
+            return Err(OriginError::InvalidSource(format!(
+                "region {region:?}: use letters, digits, '-', '_' and '.'"
+            )));
+        }
         let credentials = CredentialsProviderChain::first_try(
             "Environment",
             EnvironmentVariableCredentialsProvider::new(),
@@ -224,9 +236,12 @@ impl Origin for S3Origin {
                 if rel.is_empty() {
                     continue;
                 }
+                // A marker `a/` is directory `a`; a key `<prefix>//` is no
+                // directory marker (it would name the root): it stays a key
+                // no path can show, reported by the manifest, not dropped.
                 let (path, kind) = match rel.strip_suffix('/') {
-                    Some(dir) => (dir.to_string(), ObjectKind::Directory),
-                    None => (rel.to_string(), ObjectKind::File),
+                    Some(dir) if !dir.is_empty() => (dir.to_string(), ObjectKind::Directory),
+                    _ => (rel.to_string(), ObjectKind::File),
                 };
                 out.push(ObjectMeta {
                     path,
