@@ -94,3 +94,13 @@ pub fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Removes a backing file (off the async workers); a missing one is fine.
+pub async fn remove(path: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}

@@ -106,6 +106,31 @@ impl Suspects {
     }
 }
 
+/// See `Inner::files_busy`.
+#[derive(Debug, Default)]
+struct FilesBusy {
+    writes: HashMap<(FileVersionId, TierKind), u32>,
+    removing: std::collections::HashSet<(FileVersionId, TierKind)>,
+}
+
+/// A chunk write in progress on a backing file (see `Inner::files_busy`).
+struct WriteGuard<'a> {
+    store: &'a Inner,
+    file: (FileVersionId, TierKind),
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.store.files_busy.lock().expect("files lock");
+        if let Some(n) = busy.writes.get_mut(&self.file) {
+            *n -= 1;
+            if *n == 0 {
+                busy.writes.remove(&self.file);
+            }
+        }
+    }
+}
+
 /// What [`ChunkStore::verify_recovered`] found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -246,6 +271,11 @@ struct Inner {
     inflight: Mutex<HashMap<ChunkKey, FlightCell>>,
     origin_permits: Semaphore,
     suspects: Mutex<Suspects>,
+    /// Backing files being written and being removed: a purge never
+    /// removes a file a chunk write has opened (its record would then
+    /// point into a removed file, and the next write would recreate the
+    /// file sparse: zeros), and a write waits for a removal under way.
+    files_busy: Mutex<FilesBusy>,
     /// Direct reads have their own permits: they must not queue behind
     /// whole-chunk fetches (that wait is what they exist to avoid).
     direct_permits: Semaphore,
@@ -413,6 +443,7 @@ impl ChunkStore {
                 inflight: Mutex::new(HashMap::new()),
                 origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 suspects: Mutex::new(suspects),
+                files_busy: Mutex::new(FilesBusy::default()),
                 direct_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 read_concurrency: cfg.read_concurrency.max(1),
                 metrics,
@@ -673,6 +704,9 @@ impl ChunkStore {
             return Ok(false);
         }
         let from = self.path(entry.tier, &key.fv);
+        // The source file stays until the moved chunk's hole is punched in
+        // it (see evict_now).
+        let _busy = self.begin_write(key.fv, entry.tier).await;
         let bytes = match files::read_at(from.clone(), entry.offset, entry.len as usize).await {
             Ok(b) => b,
             Err(e) => {
@@ -1167,6 +1201,7 @@ impl ChunkStore {
         let len = u64::from(entry.len);
         let path = self.path(tier, &key.fv);
         let rec = entry.record();
+        let _writing = self.begin_write(key.fv, tier).await;
         let written = async {
             self.inner.index.put(&keys::pending(&key), &rec.encode())?;
             files::write_at(path.clone(), entry.offset, bytes).await?;
@@ -1250,6 +1285,10 @@ impl ChunkStore {
         {
             return Ok(());
         }
+        // The file stays (no purge removes it) until its hole is punched:
+        // a punch landing on a file recreated meanwhile would zero a chunk
+        // written there since.
+        let _busy = self.begin_write(key.fv, entry.tier).await;
         let mut batch = WriteBatch::default();
         batch.delete(keys::resident(&key));
         batch.delete(keys::by_hash(&entry.hash, &key));
@@ -1271,13 +1310,51 @@ impl ChunkStore {
                 self.evict(key, false).await;
             }
         }
-        let usage = self.state().fv_usage(&fv);
         for t in TierKind::ALL {
-            if usage.chunks[t as usize] == 0 && self.inner.dirs[t as usize].is_some() {
-                let _ = std::fs::remove_file(self.path(t, &fv));
+            if self.inner.dirs[t as usize].is_none() {
+                continue;
             }
+            // Only a file no chunk lives in and no write has open; writes
+            // starting meanwhile wait until it is gone (begin_write).
+            let file = (fv, t);
+            {
+                let mut busy = self.inner.files_busy.lock().expect("files lock");
+                if busy.writes.contains_key(&file)
+                    || self.state().fv_usage(&fv).chunks[t as usize] > 0
+                {
+                    continue;
+                }
+                busy.removing.insert(file);
+            }
+            let _ = files::remove(self.path(t, &fv)).await;
+            self.inner
+                .files_busy
+                .lock()
+                .expect("files lock")
+                .removing
+                .remove(&file);
         }
         self.update_gauges();
+    }
+
+    /// Registers a write (a chunk, or a hole) on a backing file, after any
+    /// removal of that file under way; the file is not removed until the
+    /// guard drops.
+    async fn begin_write(&self, fv: FileVersionId, tier: TierKind) -> WriteGuard<'_> {
+        let file = (fv, tier);
+        loop {
+            {
+                let mut busy = self.inner.files_busy.lock().expect("files lock");
+                if !busy.removing.contains(&file) {
+                    *busy.writes.entry(file).or_default() += 1;
+                    return WriteGuard {
+                        store: &self.inner,
+                        file,
+                    };
+                }
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Where `[offset, offset+len)` of a file can be read directly, if every
