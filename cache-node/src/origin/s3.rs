@@ -301,6 +301,23 @@ impl Origin for S3Origin {
         )
         .map_err(changed)?;
         let want = range.end - range.start;
+        // A 206 must be the range asked for: bytes of another range (a
+        // broken proxy or server) would be hashed and kept as the truth.
+        if let Some(cr) = resp.content_range() {
+            let got = cr
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split('/').next())
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+            if got != Some((range.start, range.end - 1)) {
+                return Err(OriginError::Unavailable(format!(
+                    "{}: asked for bytes {}-{}, the origin answered Content-Range {cr:?}",
+                    object.path,
+                    range.start,
+                    range.end - 1
+                )));
+            }
+        }
         // Some servers answer a ranged GET with 200 and the whole object
         // (Content-Length = object size; rclone sends 200 with only the
         // range): stream it and keep only the range, never the object.
@@ -480,6 +497,51 @@ mod tests {
         .expect("the read waited for the whole object")
         .unwrap();
         assert!(got[..] == object[range.start as usize..range.end as usize]);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_206_for_another_range_is_refused_not_kept() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = sock.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                // Asked 100-199, answers with 200-299's worth.
+                let head = "HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\n\
+                            Content-Range: bytes 200-299/1000\r\nETag: \"e1\"\r\n\r\n";
+                sock.write_all(head.as_bytes()).await.unwrap();
+                sock.write_all(&[7u8; 100]).await.unwrap();
+            }
+        });
+        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
+        let origin = S3Origin::new("b".into(), String::new(), &format!("http://{addr}"), "")
+            .await
+            .unwrap();
+        let meta = ObjectMeta {
+            path: "o.bin".into(),
+            kind: ObjectKind::File,
+            size: 1000,
+            mtime_nanos: 0,
+            mode: 0o100444,
+            owner: None,
+            etag: "e1".into(),
+            version_id: String::new(),
+            symlink_target: String::new(),
+        };
+        let err = origin.read_range(&meta, 100..200).await.unwrap_err();
+        assert!(err.to_string().contains("Content-Range"), "{err}");
         server.abort();
     }
 }
