@@ -882,3 +882,5 @@ pub fn data_bytes(dir: &Path) -> u64 {
     }
     total
 }
+
+pub mod nemesis;
