@@ -472,16 +472,22 @@ impl Core {
                 .filter(|&sub| !t.has_listing(sub))
                 .collect()
         };
-        let mut tasks = self.prefetches.lock().expect("prefetch lock");
-        while tasks.try_join_next().is_some() {}
         for sub in next {
             let core = self.clone();
-            tasks.spawn(async move {
+            self.spawn_background(async move {
                 if let Err(e) = core.listing(sub).await {
                     tracing::debug!(error = %e, "listing prefetch failed");
                 }
             });
         }
+    }
+
+    /// Runs `f` in the mount's background set (stopped at shutdown),
+    /// reaping finished tasks.
+    fn spawn_background(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.prefetches.lock().expect("prefetch lock");
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(f);
     }
 
     /// Fetches a directory's listing in the background unless it is
@@ -496,9 +502,7 @@ impl Core {
             return;
         }
         let core = self.clone();
-        let mut tasks = self.prefetches.lock().expect("prefetch lock");
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
+        self.spawn_background(async move {
             if let Err(e) = core.listing(ino).await {
                 tracing::debug!(error = %e, "background listing failed");
             }
@@ -738,9 +742,7 @@ impl Core {
             length: range.end - range.start,
             direct: false,
         });
-        let mut tasks = self.prefetches.lock().expect("prefetch lock");
-        while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move {
+        self.spawn_background(async move {
             if let Err(e) = core.call(req).await {
                 tracing::debug!(error = %e, "prefetch failed");
             }

@@ -447,100 +447,90 @@ mod tests {
         assert_eq!(decode_key("plain/key.bin"), "plain/key.bin");
     }
 
-    /// A server that answers a ranged GET with 200 and the whole object,
-    /// but sends only the first `sent` bytes and then stalls: a reader that
-    /// buffers the object waits forever; one that streams returns the range.
-    #[tokio::test]
-    async fn a_200_to_a_ranged_get_is_sliced_while_streaming_not_buffered() {
+    /// An S3 endpoint on loopback that answers every request with
+    /// `answer` (status line, headers and body, as raw bytes) and then holds
+    /// the connection open; and an origin pointed at it.
+    async fn canned_origin(answer: Vec<u8>) -> (S3Origin, tokio::task::JoinHandle<()>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let size = 8 << 20;
-        let object: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let sent = 3 << 20;
-        let body = object[..sent].to_vec();
+        let answer = std::sync::Arc::new(answer);
         let server = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = sock.read(&mut buf).await.unwrap();
-                req.extend_from_slice(&buf[..n]);
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = sock.write_all(&answer).await;
+                    std::future::pending::<()>().await;
+                });
             }
-            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"e1\"\r\n\r\n");
-            sock.write_all(head.as_bytes()).await.unwrap();
-            sock.write_all(&body).await.unwrap();
-            std::future::pending::<()>().await;
         });
         std::env::set_var("AWS_ACCESS_KEY_ID", "test");
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
         let origin = S3Origin::new("b".into(), String::new(), &format!("http://{addr}"), "")
             .await
             .unwrap();
-        let meta = ObjectMeta {
+        (origin, server)
+    }
+
+    fn object(size: u64) -> ObjectMeta {
+        ObjectMeta {
             path: "o.bin".into(),
             kind: ObjectKind::File,
-            size: size as u64,
+            size,
             mtime_nanos: 0,
             mode: 0o100444,
             owner: None,
             etag: "e1".into(),
             version_id: String::new(),
             symlink_target: String::new(),
-        };
+        }
+    }
+
+    /// A server that answers a ranged GET with 200 and the whole object,
+    /// but sends only the first 3 MiB and then stalls: a reader that
+    /// buffers the object waits forever; one that streams returns the range.
+    #[tokio::test]
+    async fn a_200_to_a_ranged_get_is_sliced_while_streaming_not_buffered() {
+        let size = 8 << 20;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut answer =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nETag: \"e1\"\r\n\r\n")
+                .into_bytes();
+        answer.extend_from_slice(&bytes[..3 << 20]);
+        let (origin, server) = canned_origin(answer).await;
         let range = (1 << 20) + 5..(2 << 20) + 5;
         let got = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            origin.read_range(&meta, range.clone()),
+            origin.read_range(&object(size as u64), range.clone()),
         )
         .await
         .expect("the read waited for the whole object")
         .unwrap();
-        assert!(got[..] == object[range.start as usize..range.end as usize]);
+        assert!(got[..] == bytes[range.start as usize..range.end as usize]);
         server.abort();
     }
 
     #[tokio::test]
     async fn a_206_for_another_range_is_refused_not_kept() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            loop {
-                let (mut sock, _) = listener.accept().await.unwrap();
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = sock.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                }
-                // Asked 100-199, answers with 200-299's worth.
-                let head = "HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\n\
-                            Content-Range: bytes 200-299/1000\r\nETag: \"e1\"\r\n\r\n";
-                sock.write_all(head.as_bytes()).await.unwrap();
-                sock.write_all(&[7u8; 100]).await.unwrap();
-            }
-        });
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-secret");
-        let origin = S3Origin::new("b".into(), String::new(), &format!("http://{addr}"), "")
+        // Asked 100-199, answers with 200-299's worth.
+        let mut answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 100\r\n\
+                           Content-Range: bytes 200-299/1000\r\nETag: \"e1\"\r\n\r\n"
+            .to_vec();
+        answer.extend_from_slice(&[7u8; 100]);
+        let (origin, server) = canned_origin(answer).await;
+        let err = origin
+            .read_range(&object(1000), 100..200)
             .await
-            .unwrap();
-        let meta = ObjectMeta {
-            path: "o.bin".into(),
-            kind: ObjectKind::File,
-            size: 1000,
-            mtime_nanos: 0,
-            mode: 0o100444,
-            owner: None,
-            etag: "e1".into(),
-            version_id: String::new(),
-            symlink_target: String::new(),
-        };
-        let err = origin.read_range(&meta, 100..200).await.unwrap_err();
+            .unwrap_err();
         assert!(err.to_string().contains("Content-Range"), "{err}");
         server.abort();
     }
