@@ -8,13 +8,23 @@
 //! chunks. See `docs/DESIGN.md` for why bytes are laid out per file version
 //! rather than once per hash.
 //!
-//! Concurrency: every chunk has at most one *flight* at a time — a fetch or
-//! an eviction — tracked in `inflight`. Concurrent misses of the same chunk
-//! wait on the same flight, so the origin sees one request; an eviction
-//! holds the flight while it moves or drops bytes, so no fetch can write the
-//! same offset underneath it. Readers pin a chunk for the duration of their
-//! copy (`readers` in [`residency::Entry`]), and eviction never picks a chunk
-//! being read, so nobody reads a punched hole.
+//! Concurrency: every chunk has at most one *flight* at a time — a fetch, a
+//! move between tiers or an eviction — tracked in `inflight`. Concurrent
+//! misses of the same chunk wait on the same flight, so the origin sees one
+//! request; an eviction holds the flight while it moves or drops bytes, so
+//! no fetch can write the same offset underneath it. Readers pin a chunk for
+//! the duration of their copy (`readers` in [`residency::Entry`]), and
+//! eviction never picks a chunk being read, so nobody reads a punched hole.
+//!
+//! A flight is a task of the store (`flights`), not part of the future
+//! that asked for it: it runs to its end when every waiter is dropped (a
+//! cancelled prewarm job, a multi-chunk read abandoned because one chunk
+//! failed, a peer that timed out). A flight is a sequence of steps on
+//! shared state — reserve room, mark victims leaving, write, commit — and
+//! one cut short in the middle used to leave a chunk marked leaving for
+//! ever (every later read of it spun a core) and tier bytes reserved for
+//! nothing. A chunk is only ever marked leaving by its own flight, or just
+//! before one starts with no await in between.
 
 pub mod files;
 pub mod residency;
@@ -25,10 +35,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use rocksdb::WriteBatch;
-use tokio::sync::{OnceCell, Semaphore};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::bandwidth::Meter;
 use crate::index::{self, keys, ChunkKey, FileVersionId, Index, IndexError, ResidentRecord};
@@ -260,15 +271,50 @@ enum Flight {
     Bytes(Bytes),
     /// Look again: the chunk was resident, moved or evicted meanwhile.
     Retry,
+    /// A move between tiers ended: whether the chunk moved.
+    Moved(bool),
 }
 
-type FlightCell = Arc<OnceCell<Result<Flight, Arc<StoreError>>>>;
+type FlightResult = Result<Flight, Arc<StoreError>>;
+
+/// The end of a chunk's flight, for any number of waiters.
+type FlightWait = Shared<BoxFuture<'static, FlightResult>>;
+
+/// A chunk's flight in `Inner::inflight`.
+struct FlightEntry {
+    id: u64,
+    wait: FlightWait,
+}
+
+/// Removes a flight from `inflight` when its task ends, however it ends
+/// (also when the runtime drops it unpolled at shutdown).
+struct FlightEnd {
+    store: Arc<Inner>,
+    key: ChunkKey,
+    id: u64,
+}
+
+impl Drop for FlightEnd {
+    fn drop(&mut self) {
+        let mut map = self.store.inflight.lock().expect("inflight lock");
+        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
+            map.remove(&self.key);
+        }
+    }
+}
 
 struct Inner {
     index: Arc<Index>,
     dirs: [Option<PathBuf>; 2],
     state: Mutex<Residency>,
-    inflight: Mutex<HashMap<ChunkKey, FlightCell>>,
+    inflight: Mutex<HashMap<ChunkKey, FlightEntry>>,
+    next_flight: std::sync::atomic::AtomicU64,
+    /// Every flight's task (see the module docs); a clean stop waits for them.
+    flights: TaskTracker,
+    /// A reader released a chunk (what dropping a corrupt chunk waits for).
+    released: Notify,
+    /// A backing file's removal ended (what a write to it waits for).
+    files_changed: Notify,
     origin_permits: Semaphore,
     suspects: Mutex<Suspects>,
     /// Backing files being written and being removed: a purge never
@@ -314,6 +360,7 @@ impl Drop for ReadGuard<'_> {
             .lock()
             .expect("state lock")
             .release(&self.key);
+        self.store.released.notify_waiters();
     }
 }
 
@@ -322,6 +369,10 @@ const MAX_ORIGIN_ATTEMPTS: u32 = 3;
 const PROMOTE_AFTER_HITS: u8 = 2;
 /// How long a holder waits for a chunk it is still storing.
 const FLIGHT_WAIT: Duration = Duration::from_secs(2);
+/// Looks a read takes at a chunk that is moved or evicted under it before
+/// it fails (each look waits for the flight that moved it, so reaching
+/// this means something is wrong: an error, never a spinning core).
+const MAX_LOOKS: u32 = 100;
 
 /// Wall-clock milliseconds since the epoch.
 pub fn unix_ms() -> i64 {
@@ -441,6 +492,10 @@ impl ChunkStore {
                 dirs,
                 state: Mutex::new(state),
                 inflight: Mutex::new(HashMap::new()),
+                next_flight: std::sync::atomic::AtomicU64::new(0),
+                flights: TaskTracker::new(),
+                released: Notify::new(),
+                files_changed: Notify::new(),
                 origin_permits: Semaphore::new(cfg.origin_concurrency.max(1)),
                 suspects: Mutex::new(suspects),
                 files_busy: Mutex::new(FilesBusy::default()),
@@ -577,20 +632,12 @@ impl ChunkStore {
                 .lock()
                 .expect("inflight lock")
                 .get(&key)
-                .cloned();
+                .map(|f| f.wait.clone());
             let Some(flight) = flight else {
                 return Ok(None);
             };
-            if flight.initialized() {
-                // Ended a moment ago; its owner is about to retire it.
-                tokio::task::yield_now().await;
-                continue;
-            }
-            // Wait for the chunk's flight to end, then look again. (Joining
-            // a flight whose owner has not started it yet only makes that
-            // owner see Retry and look again: harmless.)
-            let joined = flight.get_or_init(|| async { Ok(Flight::Retry) });
-            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+            // Wait for the chunk's flight to end, then look again.
+            if tokio::time::timeout_at(deadline, flight).await.is_err() {
                 return Ok(None);
             }
         };
@@ -656,39 +703,45 @@ impl ChunkStore {
         ))))
     }
 
-    /// Moves a resident chunk to `to` under the chunk's flight; false when
-    /// it could not (busy, gone, or no room).
+    /// Moves a resident chunk to `to` in a flight of its own; false when
+    /// it could not (another flight had the chunk, gone, or no room).
     async fn relocate_now(&self, key: ChunkKey, to: TierKind) -> Result<bool, StoreError> {
-        let cell: Option<FlightCell> = {
-            let mut map = self.inner.inflight.lock().expect("inflight lock");
-            (!map.contains_key(&key)).then(|| map.entry(key).or_default().clone())
-        };
-        let Some(cell) = cell else {
-            // Another flight (a fetch or an eviction) owns the chunk now.
-            tokio::task::yield_now().await;
+        let (wait, started) = self.flight(key, || {
+            let store = self.clone();
+            async move {
+                let moved = store.relocate_claimed(key, to).await;
+                store.update_gauges();
+                moved.map(Flight::Moved).map_err(Arc::new)
+            }
+        });
+        let result = wait.await;
+        if !started {
+            // Another flight (a fetch or an eviction) had the chunk.
+            return Ok(false);
+        }
+        match result {
+            Ok(Flight::Moved(moved)) => Ok(moved),
+            Ok(_) => Ok(false),
+            Err(e) => Err(StoreError::Shared(e)),
+        }
+    }
+
+    /// The body of a move's flight: claims the chunk and moves it.
+    async fn relocate_claimed(&self, key: ChunkKey, to: TierKind) -> Result<bool, StoreError> {
+        let Some(entry) = self.state().get(&key).copied() else {
             return Ok(false);
         };
-        let moved = async {
-            let Some(entry) = self.state().get(&key).copied() else {
-                return Ok(false);
-            };
-            if entry.tier == to {
-                return Ok(true);
-            }
-            if !self.state().claim_move(&key) {
-                return Ok(false);
-            }
-            let r = self.relocate(key, entry, to).await;
-            if !matches!(r, Ok(true)) {
-                self.state().stay(&key);
-            }
-            r
+        if entry.tier == to {
+            return Ok(true);
         }
-        .await;
-        let _ = cell.set(Ok(Flight::Retry));
-        self.end_flight(key, &cell);
-        self.update_gauges();
-        moved
+        if !self.state().claim_move(&key) {
+            return Ok(false);
+        }
+        let r = self.relocate(key, entry, to).await;
+        if !matches!(r, Ok(true)) {
+            self.state().stay(&key);
+        }
+        r
     }
 
     /// Copies a chunk (marked leaving, under its flight) into tier `to` and
@@ -739,7 +792,7 @@ impl ChunkStore {
         let chunk = file.chunk_range(idx);
         let (s, e) = (offset.max(chunk.start), end.min(chunk.end));
         let key = file.key(idx);
-        loop {
+        for _ in 0..MAX_LOOKS {
             let hit = self.state().acquire(&key);
             if let Some(entry) = hit {
                 let _guard = ReadGuard {
@@ -774,9 +827,13 @@ impl ChunkStore {
                 Flight::Bytes(b) => {
                     return Ok(b.slice((s - chunk.start) as usize..(e - chunk.start) as usize))
                 }
-                Flight::Retry => tokio::task::yield_now().await,
+                Flight::Retry | Flight::Moved(_) => {}
             }
         }
+        Err(StoreError::Io(std::io::Error::other(format!(
+            "chunk {idx} of {} was moved or evicted on each of {MAX_LOOKS} looks",
+            file.object.path
+        ))))
     }
 
     fn suspect(&self, key: &ChunkKey) -> Option<Suspect> {
@@ -811,17 +868,44 @@ impl ChunkStore {
     }
 
     /// Drops a chunk whose bytes are bad, whatever pins or holds it has,
-    /// once no reader is copying it.
+    /// once no reader is copying it, in a flight of its own (readers wait
+    /// for it rather than spin on a chunk marked leaving).
     async fn drop_corrupt(&self, key: ChunkKey) {
         loop {
+            let (wait, started) = self.flight(key, || {
+                let store = self.clone();
+                async move {
+                    store.drop_corrupt_now(key).await;
+                    Ok(Flight::Retry)
+                }
+            });
+            let _ = wait.await;
+            if started {
+                return;
+            }
+        }
+    }
+
+    /// The body of [`ChunkStore::drop_corrupt`]'s flight.
+    async fn drop_corrupt_now(&self, key: ChunkKey) {
+        loop {
+            let released = self.inner.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             let state = self.state().condemn(&key);
             match state {
                 None => break,
                 Some(true) => {
-                    self.evict(key, false).await;
+                    if let Err(e) = self.evict_now(key, false).await {
+                        // Stays condemned as a suspect: never served, and
+                        // the next reader tries to drop it again.
+                        tracing::warn!(error = %e, "dropping a corrupt chunk failed");
+                        self.state().stay(&key);
+                        return;
+                    }
                     break;
                 }
-                Some(false) => tokio::task::yield_now().await,
+                Some(false) => released.await,
             }
         }
         self.inner
@@ -897,6 +981,7 @@ impl ChunkStore {
     /// Makes what the tiers and the index hold durable (a clean stop):
     /// syncs each tier's filesystem and the index's log.
     pub async fn sync(&self) -> Result<(), StoreError> {
+        self.quiesce().await;
         let dirs: Vec<PathBuf> = self.inner.dirs.iter().flatten().cloned().collect();
         tokio::task::spawn_blocking(move || {
             for d in dirs {
@@ -932,30 +1017,73 @@ impl ChunkStore {
         }
     }
 
-    /// Joins (or starts) the one flight of a chunk.
+    /// Joins (or starts) the one flight of a chunk, and waits for its end.
     async fn fetch(&self, file: &FileRef, idx: u32) -> Result<Flight, StoreError> {
-        let key = file.key(idx);
-        let cell = self
-            .inner
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .entry(key)
-            .or_default()
-            .clone();
-        let result = cell
-            .get_or_init(|| async { self.fetch_now(file, idx).await.map_err(Arc::new) })
-            .await
-            .clone();
-        self.end_flight(key, &cell);
-        result.map_err(StoreError::Shared)
+        let (wait, _) = self.flight(file.key(idx), || {
+            let (store, file) = (self.clone(), file.clone());
+            async move { store.fetch_now(&file, idx).await.map_err(Arc::new) }
+        });
+        wait.await.map_err(StoreError::Shared)
     }
 
-    fn end_flight(&self, key: ChunkKey, cell: &FlightCell) {
-        let mut map = self.inner.inflight.lock().expect("inflight lock");
-        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            map.remove(&key);
+    /// The chunk's flight: the one under way (false), or a new task
+    /// running `work` (true). The caller awaits the returned end or not:
+    /// the flight runs to its end either way.
+    fn flight<F>(&self, key: ChunkKey, work: impl FnOnce() -> F) -> (FlightWait, bool)
+    where
+        F: std::future::Future<Output = FlightResult> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let id = self
+            .inner
+            .next_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut map = self.inner.inflight.lock().expect("inflight lock");
+            if let Some(f) = map.get(&key) {
+                return (f.wait.clone(), false);
+            }
+            let wait = rx
+                .map(|r| {
+                    r.unwrap_or_else(|_| {
+                        Err(Arc::new(StoreError::Io(std::io::Error::other(
+                            "the chunk's flight was stopped (shutting down)",
+                        ))))
+                    })
+                })
+                .boxed()
+                .shared();
+            map.insert(
+                key,
+                FlightEntry {
+                    id,
+                    wait: wait.clone(),
+                },
+            );
+            drop(map);
+            let end = FlightEnd {
+                store: self.inner.clone(),
+                key,
+                id,
+            };
+            let work = work();
+            self.inner.flights.spawn(async move {
+                let result = work.await;
+                // Out of the map before anyone sees the result: a waiter
+                // that looks again starts a new flight, never this one.
+                drop(end);
+                let _ = tx.send(result);
+            });
+            (wait, true)
         }
+    }
+
+    /// Waits until no flight is under way (a clean stop; tests).
+    pub async fn quiesce(&self) {
+        let flights = &self.inner.flights;
+        flights.close();
+        flights.wait().await;
+        flights.reopen();
     }
 
     async fn fetch_now(&self, file: &FileRef, idx: u32) -> Result<Flight, StoreError> {
@@ -1181,9 +1309,11 @@ impl ChunkStore {
                 Room::Reserved => return true,
                 Room::Full => return false,
                 Room::Evict(victims) => {
-                    for v in victims {
-                        self.evict(v, true).await;
-                    }
+                    // Every victim's flight starts before anything is
+                    // awaited: a chunk marked leaving always has one.
+                    let evictions: Vec<FlightWait> =
+                        victims.into_iter().map(|v| self.evict(v, true)).collect();
+                    futures::future::join_all(evictions).await;
                 }
             }
         }
@@ -1234,41 +1364,26 @@ impl ChunkStore {
         }
     }
 
-    /// Evicts one chunk (already marked leaving) under its flight; a memory
-    /// chunk is demoted to disk when `demote` and the disk has room.
-    fn evict(&self, key: ChunkKey, demote: bool) -> BoxFuture<'_, ()> {
-        async move {
-            let cell: FlightCell = {
-                let mut map = self.inner.inflight.lock().expect("inflight lock");
-                if map.contains_key(&key) {
-                    drop(map);
-                    self.state().stay(&key);
-                    return;
+    /// Starts evicting one chunk (already marked leaving) in a flight of
+    /// its own, and returns its end; a memory chunk is demoted to disk when
+    /// `demote` and the disk has room. When another flight has the chunk,
+    /// the chunk stays (and that flight's end is returned).
+    fn evict(&self, key: ChunkKey, demote: bool) -> FlightWait {
+        let (wait, started) = self.flight(key, || {
+            let store = self.clone();
+            async move {
+                if let Err(e) = store.evict_now(key, demote).await {
+                    tracing::warn!(error = %e, "eviction failed; chunk stays");
+                    store.state().stay(&key);
                 }
-                let cell = FlightCell::default();
-                map.insert(key, cell.clone());
-                cell
-            };
-            let mut ran = false;
-            let _ = cell
-                .get_or_init(|| {
-                    ran = true;
-                    async {
-                        if let Err(e) = self.evict_now(key, demote).await {
-                            tracing::warn!(error = %e, "eviction failed; chunk stays");
-                            self.state().stay(&key);
-                        }
-                        Ok(Flight::Retry)
-                    }
-                })
-                .await;
-            if !ran {
-                self.state().stay(&key);
+                store.update_gauges();
+                Ok(Flight::Retry)
             }
-            self.end_flight(key, &cell);
-            self.update_gauges();
+        });
+        if !started {
+            self.state().stay(&key);
         }
-        .boxed()
+        wait
     }
 
     async fn evict_now(&self, key: ChunkKey, demote: bool) -> Result<(), StoreError> {
@@ -1307,7 +1422,7 @@ impl ChunkStore {
         let chunks = self.state().chunks_of(&fv);
         for key in chunks {
             if self.state().claim(&key) {
-                self.evict(key, false).await;
+                let _ = self.evict(key, false).await;
             }
         }
         for t in TierKind::ALL {
@@ -1333,6 +1448,7 @@ impl ChunkStore {
                 .expect("files lock")
                 .removing
                 .remove(&file);
+            self.inner.files_changed.notify_waiters();
         }
         self.update_gauges();
     }
@@ -1343,6 +1459,9 @@ impl ChunkStore {
     async fn begin_write(&self, fv: FileVersionId, tier: TierKind) -> WriteGuard<'_> {
         let file = (fv, tier);
         loop {
+            let removed = self.inner.files_changed.notified();
+            tokio::pin!(removed);
+            removed.as_mut().enable();
             {
                 let mut busy = self.inner.files_busy.lock().expect("files lock");
                 if !busy.removing.contains(&file) {
@@ -1353,7 +1472,7 @@ impl ChunkStore {
                     };
                 }
             }
-            tokio::task::yield_now().await;
+            removed.await;
         }
     }
 
