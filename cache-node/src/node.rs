@@ -951,7 +951,7 @@ impl Node {
                 labels: m.labels,
                 state: state.name().into(),
                 available,
-                resident_bytes: memory + disk,
+                resident_bytes: memory.saturating_add(disk),
                 memory_bytes: memory,
                 disk_bytes: disk,
                 measured_at_ms: m.updated_ms,
@@ -959,11 +959,11 @@ impl Node {
                 address: m.api_addr,
             });
         }
+        // Peers' figures are theirs: summed without trusting them to fit.
         let available_bytes = nodes
             .iter()
             .filter(|n| n.available)
-            .map(|n| n.resident_bytes)
-            .sum();
+            .fold(0u64, |sum, n| sum.saturating_add(n.resident_bytes));
         let complete_nodes = nodes
             .iter()
             .filter(|n| n.available && n.resident_bytes >= info.total_bytes)
@@ -1123,7 +1123,7 @@ impl JobHost for Node {
                     .residency
                     .iter()
                     .find(|r| r.dataset == dataset && r.version == version)
-                    .map_or(0, |r| r.memory_bytes + r.disk_bytes);
+                    .map_or(0, |r| r.memory_bytes.saturating_add(r.disk_bytes));
                 Candidate {
                     alive: state == State::Alive,
                     tiers: [room(TierKind::Memory.name()), room(TierKind::Disk.name())],

@@ -146,8 +146,15 @@ pub struct Mesh {
     /// Runs a gossip round now (a job was created, cancelled or finished).
     nudged: tokio::sync::Notify,
     serve_permits: Semaphore,
+    /// Datasets being pulled from a peer: one pull per name at a time and
+    /// at most [`MAX_PULLS`], however often (and however many names) peers
+    /// gossip — a slow or hostile peer cannot pile up tasks.
+    pulls: Mutex<std::collections::HashSet<String>>,
     tasks: Tasks,
 }
+
+/// Dataset pulls in flight at once; more wait for a later gossip round.
+const MAX_PULLS: usize = 8;
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +165,22 @@ impl std::fmt::Debug for Mesh {
 }
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Ends a dataset pull in `Mesh::pulls` (also when its task is dropped).
+struct Pulling<'a> {
+    mesh: &'a Mesh,
+    name: &'a str,
+}
+
+impl Drop for Pulling<'_> {
+    fn drop(&mut self) {
+        self.mesh
+            .pulls
+            .lock()
+            .expect("pulls lock")
+            .remove(self.name);
+    }
+}
 
 impl Mesh {
     /// Binds the endpoint and starts the accept loop and gossip rounds.
@@ -198,6 +221,7 @@ impl Mesh {
             inflight: Mutex::new(HashMap::new()),
             holders_changed: tokio::sync::Notify::new(),
             nudged: tokio::sync::Notify::new(),
+            pulls: Mutex::new(std::collections::HashSet::new()),
             tasks: Tasks::new(cancel),
         });
         let m = mesh.clone();
@@ -350,10 +374,20 @@ impl Mesh {
             if mine.is_some_and(|(v, _)| v >= d.version) {
                 continue;
             }
+            {
+                let mut pulls = self.pulls.lock().expect("pulls lock");
+                if pulls.len() >= MAX_PULLS || !pulls.insert(d.name.clone()) {
+                    continue;
+                }
+            }
             let (node, addr, name) = (node.clone(), addr.clone(), d.name.clone());
             let me = self.self_arc();
             self.spawn(async move {
                 let Some(me) = me else { return };
+                let _pulling = Pulling {
+                    mesh: &me,
+                    name: &name,
+                };
                 match me.request(&addr, PReq::Export(v1::DatasetRef { name: name.clone() })).await {
                     Ok(PResp::Dataset(export)) => {
                         if let Err(e) = node.import_dataset(export) {

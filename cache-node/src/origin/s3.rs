@@ -35,7 +35,18 @@ pub struct S3Origin {
     bucket: String,
     prefix: String,
     endpoint: String,
+    max_objects: usize,
 }
+
+/// Most objects one listing may hold: past it the dataset is refused with
+/// a clear error rather than the node's memory spent on a listing that may
+/// never end (a broken or hostile endpoint can send pages for ever). About
+/// 2 GiB of listing at this size; split larger buckets by prefix.
+pub const MAX_LISTED_OBJECTS: usize = 10_000_000;
+
+/// Most pages in a row without a key a listing may get: a server that
+/// keeps saying "more" without sending any is not making progress.
+const MAX_EMPTY_PAGES: u32 = 1000;
 
 impl std::fmt::Debug for S3Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,7 +133,14 @@ impl S3Origin {
             bucket,
             prefix,
             endpoint: endpoint.to_string(),
+            max_objects: MAX_LISTED_OBJECTS,
         })
+    }
+
+    /// Lowers the most objects a listing may hold (see [`MAX_LISTED_OBJECTS`]).
+    pub fn with_max_objects(mut self, n: usize) -> Self {
+        self.max_objects = n;
+        self
     }
 
     fn key(&self, path: &str) -> String {
@@ -219,8 +237,27 @@ impl Origin for S3Origin {
             .into_paginator()
             .send();
         let mut out = Vec::new();
+        let mut empty_pages = 0u32;
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.classify(e, ""))?;
+            empty_pages = if page.contents().is_empty() {
+                empty_pages + 1
+            } else {
+                0
+            };
+            if empty_pages > MAX_EMPTY_PAGES {
+                return Err(OriginError::Unavailable(format!(
+                    "{}: the listing sent {MAX_EMPTY_PAGES} pages in a row without a key, each saying more follow; giving up (a broken S3 endpoint?)",
+                    self.describe()
+                )));
+            }
+            if out.len().saturating_add(page.contents().len()) > self.max_objects {
+                return Err(OriginError::InvalidSource(format!(
+                    "{} lists more than {} objects, the most one dataset may hold; split it into datasets by prefix",
+                    self.describe(),
+                    self.max_objects
+                )));
+            }
             // Servers that ignore `encoding-type` say so by not echoing it.
             let encoded = page.encoding_type() == Some(&EncodingType::Url);
             for obj in page.contents() {

@@ -429,3 +429,48 @@ fn an_object_too_large_to_chunk_is_skipped_not_read() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An endpoint that never stops saying "more follow" — with new keys on
+/// every page, or with none — ends the listing with a clear error: the
+/// node neither loops for ever nor spends its memory on the listing.
+#[test]
+fn endless_listings_end_with_an_error() {
+    credentials();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    for keys_per_page in [2usize, 0] {
+        let pages = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let served = pages.clone();
+        let endpoint = rt.block_on(serve(Arc::new(move |_head: &str| {
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let contents: String = (0..keys_per_page)
+                .map(|k| format!("<Contents><Key>data/p{n}-{k}</Key><Size>1</Size></Contents>"))
+                .collect();
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>bucket</Name><Prefix>data/</Prefix><KeyCount>{keys_per_page}</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>true</IsTruncated>{contents}<NextContinuationToken>t{n}</NextContinuationToken></ListBucketResult>"
+            );
+            http("200 OK", "Content-Type: application/xml\r\n", xml.as_bytes())
+        })));
+        let origin = rt
+            .block_on(S3Origin::new("bucket".into(), "data".into(), &endpoint, ""))
+            .unwrap()
+            .with_max_objects(100);
+        let listed = rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), origin.list()).await })
+            .expect("an endless listing did not end");
+        let err = listed
+            .expect_err("an endless listing succeeded")
+            .to_string();
+        let want = if keys_per_page > 0 {
+            "more than 100 objects"
+        } else {
+            "pages in a row without a key"
+        };
+        assert!(err.contains(want), "{keys_per_page} keys a page: {err}");
+        let asked = pages.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(asked <= 1002, "{asked} pages asked for");
+    }
+}
