@@ -80,6 +80,9 @@ pub struct MeshSection {
     pub tls_dir: Option<PathBuf>,
     /// A member silent this long (ms) is declared dead (default 3000).
     pub dead_after_ms: Option<u64>,
+    /// A member dead this long (s) is forgotten: no longer listed by
+    /// `dataset-ctl nodes` nor offered to the scheduler (default 3600).
+    pub forget_after_secs: Option<u64>,
     /// Chunk requests served to peers at once (default 8); past it, an
     /// owner redirects askers to other holders.
     pub serve_concurrency: Option<usize>,
@@ -214,6 +217,10 @@ impl Config {
                 // At least three heartbeat rounds fit in the detector's delay.
                 interval: (dead_after / 3).min(std::time::Duration::from_millis(500)),
                 dead_after,
+                forget_after: std::time::Duration::from_secs(
+                    self.mesh.forget_after_secs.unwrap_or(3600),
+                )
+                .max(dead_after),
                 serve_concurrency: self.mesh.serve_concurrency.unwrap_or(8).max(1),
             }),
             _ => {

@@ -2,7 +2,11 @@
 //!
 //! Every node increments its own heartbeat each round and gossips the
 //! members it believes alive to a few others; a member whose heartbeat has
-//! not increased for `dead_after` is dead. (A heartbeat-gossip protocol:
+//! not increased for `dead_after` is dead, and one dead for `forget_after`
+//! is forgotten (hosts come and go; a view must not grow with every host
+//! that ever joined). Forgetting is safe: nodes gossip only members they
+//! saw beat within `dead_after`, so a forgotten member comes back only by
+//! beating again. (A heartbeat-gossip protocol:
 //! SWIM's indirect probes are not needed at Shoal's cluster sizes, and dead
 //! detection stays within a few rounds.) Time is an argument, so tests
 //! drive it.
@@ -24,6 +28,7 @@ pub struct Membership {
     me: v1::Member,
     others: HashMap<String, Entry>,
     dead_after: Duration,
+    forget_after: Duration,
 }
 
 /// Liveness of a member.
@@ -43,11 +48,12 @@ impl State {
 }
 
 impl Membership {
-    pub fn new(me: v1::Member, dead_after: Duration) -> Self {
+    pub fn new(me: v1::Member, dead_after: Duration, forget_after: Duration) -> Self {
         Self {
             me,
             others: HashMap::new(),
             dead_after,
+            forget_after: forget_after.max(dead_after),
         }
     }
 
@@ -55,10 +61,14 @@ impl Membership {
         &self.me
     }
 
-    /// Starts a round: bumps our heartbeat and refreshes our own facts.
-    pub fn tick(&mut self, refresh: impl FnOnce(&mut v1::Member)) {
+    /// Starts a round: bumps our heartbeat, refreshes our own facts and
+    /// forgets members dead for `forget_after`.
+    pub fn tick(&mut self, now: Instant, refresh: impl FnOnce(&mut v1::Member)) {
         self.me.heartbeat += 1;
         refresh(&mut self.me);
+        let forget_after = self.forget_after;
+        self.others
+            .retain(|_, e| now.saturating_duration_since(e.seen) < forget_after);
     }
 
     /// Merges a peer's view: newer heartbeats win and refresh liveness.
@@ -158,7 +168,11 @@ mod tests {
     #[test]
     fn dead_when_heartbeat_stalls_alive_when_it_moves() {
         let t0 = Instant::now();
-        let mut m = Membership::new(member("a", 0), Duration::from_secs(3));
+        let mut m = Membership::new(
+            member("a", 0),
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        );
         m.merge(vec![member("b", 1), member("c", 1)], t0);
         assert_eq!(m.alive(t0).len(), 3);
         // b keeps beating, c stalls.
@@ -185,5 +199,30 @@ mod tests {
         // Our own entry is never taken from gossip.
         m.merge(vec![member("a", 99)], later);
         assert_eq!(m.me().heartbeat, 0);
+    }
+
+    #[test]
+    fn members_dead_for_forget_after_are_forgotten_until_they_beat_again() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(
+            member("a", 0),
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        );
+        m.merge(vec![member("b", 1), member("c", 1)], t0);
+        let names = |m: &Membership, now| -> Vec<String> {
+            m.all(now).into_iter().map(|(x, _)| x.name).collect()
+        };
+        // b keeps beating; c went away for good.
+        m.merge(vec![member("b", 2)], t0 + Duration::from_secs(50));
+        m.tick(t0 + Duration::from_secs(59), |_| {});
+        assert_eq!(names(&m, t0 + Duration::from_secs(59)), ["a", "b", "c"]);
+        let t1 = t0 + Duration::from_secs(61);
+        m.tick(t1, |_| {});
+        assert_eq!(names(&m, t1), ["a", "b"], "c dead for 60 s is forgotten");
+        assert_eq!(m.me().heartbeat, 2);
+        // c starts again: it beats, and is a member again.
+        m.merge(vec![member("c", 7)], t1);
+        assert!(m.is_alive("c", t1));
     }
 }

@@ -76,6 +76,8 @@ pub struct MeshConfig {
     pub interval: Duration,
     /// A member silent this long is dead.
     pub dead_after: Duration,
+    /// A member dead this long is forgotten (no longer listed).
+    pub forget_after: Duration,
     /// Concurrent chunk requests served to peers (budget that keeps peer
     /// serving from starving local readers).
     pub serve_concurrency: usize,
@@ -210,7 +212,7 @@ impl Mesh {
         };
         drop(host);
         let mesh = Arc::new_cyclic(|weak| Self {
-            members: Mutex::new(Membership::new(me, cfg.dead_after)),
+            members: Mutex::new(Membership::new(me, cfg.dead_after, cfg.forget_after)),
             serve_permits: Semaphore::new(cfg.serve_concurrency.max(1)),
             endpoint,
             cfg,
@@ -419,7 +421,7 @@ impl Mesh {
                 let (tiers, residency, bandwidth) =
                     (node.tier_usage(), node.residency(), node.bandwidth());
                 let mut members = self.members.lock().expect("members lock");
-                members.tick(|me| {
+                members.tick(Instant::now(), |me| {
                     me.tiers = tiers;
                     me.residency = residency;
                     me.bandwidth = Some(bandwidth);
