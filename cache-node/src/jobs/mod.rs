@@ -385,11 +385,49 @@ impl Jobs {
         }
     }
 
-    /// Replaces dead targets of `replicas` jobs this node created.
+    /// Forgets finished jobs past their retention (`model::expired`):
+    /// their records and parts, here and in the index.
+    fn forget_expired(&self) {
+        let host = self.host();
+        let mut st = self.state.lock().expect("jobs lock");
+        let statuses: Vec<v1::JobStatus> = st
+            .specs
+            .values()
+            .map(|s| self.aggregate(&st, s, host.as_deref()))
+            .collect();
+        let gone = model::expired(&statuses, unix_ms());
+        if gone.is_empty() {
+            return;
+        }
+        let mut batch = WriteBatch::default();
+        for id in &gone {
+            st.specs.remove(id);
+            batch.delete(keys::job(id));
+            for node in st.parts.remove(id).unwrap_or_default().into_keys() {
+                batch.delete(keys::job_part(id, &node));
+            }
+        }
+        drop(st);
+        match self.index.write(batch) {
+            Ok(()) => tracing::info!(
+                jobs = gone.len(),
+                "forgot finished jobs past their retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "forgetting finished jobs failed"),
+        }
+    }
+
+    /// Replaces dead targets of `replicas` jobs this node created, and
+    /// forgets finished jobs past their retention once a minute.
     async fn supervise(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut rounds = 0u64;
         loop {
             tick.tick().await;
+            if rounds.is_multiple_of(60) {
+                self.forget_expired();
+            }
+            rounds += 1;
             let Some(host) = self.host() else { return };
             let todo: Vec<(v1::JobSpec, HashMap<String, v1::JobPart>)> = {
                 let st = self.state.lock().expect("jobs lock");

@@ -286,6 +286,49 @@ pub fn aggregate(
     }
 }
 
+/// How long a finished job is kept (listed, gossiped among the recent
+/// ones) after it ended.
+pub const KEEP_FINISHED_MS: i64 = 24 * 3600 * 1000;
+/// Most finished jobs kept; the oldest go first. (More than nodes gossip,
+/// so a node never drops a job its peers still send as recent.)
+pub const KEEP_FINISHED: usize = 1000;
+
+/// When a finished job ended: its last part's end, or its creation when
+/// no part ran (cancelled before it started).
+pub fn ended_ms(status: &v1::JobStatus) -> i64 {
+    let created = status
+        .spec
+        .as_ref()
+        .map_or(0, |s| s.created_unix.saturating_mul(1000));
+    status
+        .parts
+        .iter()
+        .map(|p| p.finished_unix_ms)
+        .max()
+        .unwrap_or(0)
+        .max(created)
+}
+
+/// Finished jobs to forget at `now_ms`: those ended more than
+/// [`KEEP_FINISHED_MS`] ago, and the oldest beyond [`KEEP_FINISHED`].
+/// Unfinished jobs are never forgotten, however old.
+pub fn expired(statuses: &[v1::JobStatus], now_ms: i64) -> Vec<String> {
+    let mut finished: Vec<(i64, &str)> = statuses
+        .iter()
+        .filter(|s| is_terminal(&s.state))
+        .filter_map(|s| Some((ended_ms(s), s.spec.as_ref()?.id.as_str())))
+        .collect();
+    finished.sort_unstable_by(|a, b| b.cmp(a));
+    finished
+        .iter()
+        .enumerate()
+        .filter(|(i, (ended, _))| {
+            *i >= KEEP_FINISHED || now_ms.saturating_sub(*ended) > KEEP_FINISHED_MS
+        })
+        .map(|(_, (_, id))| (*id).to_string())
+        .collect()
+}
+
 /// A replacement for each dead target of a `replicas` job: alive members
 /// not yet used, warmest first. Returns (dead, replacement) pairs.
 pub fn replacements(
@@ -505,5 +548,53 @@ mod tests {
         let mut p2 = p1.clone();
         p2.updated_ms = 5;
         assert!(newer_part(Some(&p1), &p2) && !newer_part(Some(&p2), &p1));
+    }
+
+    #[test]
+    fn finished_jobs_expire_by_age_and_count_unfinished_never() {
+        let status = |id: &str, state: &str, created_s: i64, ended_ms: i64| v1::JobStatus {
+            spec: Some(v1::JobSpec {
+                id: id.into(),
+                created_unix: created_s,
+                ..Default::default()
+            }),
+            state: state.into(),
+            parts: vec![v1::JobPart {
+                finished_unix_ms: ended_ms,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let day = KEEP_FINISHED_MS;
+        let now = 10 * day;
+        let jobs = vec![
+            status("old-done", COMPLETE, 0, now - day - 1),
+            status("recent-done", COMPLETE, 0, now - day + 1),
+            status(
+                "old-cancelled-before-start",
+                CANCELLED,
+                (now - 2 * day) / 1000,
+                0,
+            ),
+            status("old-running", RUNNING, 0, 0),
+            status("old-failed", FAILED, 0, now - 3 * day),
+        ];
+        let mut gone = expired(&jobs, now);
+        gone.sort();
+        assert_eq!(
+            gone,
+            ["old-cancelled-before-start", "old-done", "old-failed"]
+        );
+        // Past the count, the oldest finished go first.
+        let many: Vec<v1::JobStatus> = (0..KEEP_FINISHED + 3)
+            .map(|i| status(&format!("j{i}"), COMPLETE, 0, now - i as i64))
+            .chain([status("running", RUNNING, 0, 0)])
+            .collect();
+        let mut gone = expired(&many, now);
+        gone.sort();
+        let want: Vec<String> = (KEEP_FINISHED..KEEP_FINISHED + 3)
+            .map(|i| format!("j{i}"))
+            .collect();
+        assert_eq!(gone, want);
     }
 }
