@@ -85,7 +85,7 @@ fn check_membership(rounds: &[Vec<v1::Member>]) -> Result<(), TestCaseError> {
         ..Default::default()
     };
     let now = Instant::now();
-    let mut m = Membership::new(me.clone(), Duration::from_secs(3));
+    let mut m = Membership::new(me.clone(), Duration::from_secs(3), Duration::from_secs(60));
     let mut want: HashMap<String, v1::Member> = HashMap::new();
     for members in rounds {
         m.merge(members.clone(), now);
@@ -122,6 +122,10 @@ fn check_membership(rounds: &[Vec<v1::Member>]) -> Result<(), TestCaseError> {
             prop_assert_eq!(m.peer_holds(&r.dataset, r.version, now), holds, "{:?}", r);
         }
     }
+    // Whatever was merged, members silent past forget_after are gone.
+    let later = now + Duration::from_secs(61);
+    m.tick(later, |_| {});
+    prop_assert_eq!(m.all(later).len(), 1);
     Ok(())
 }
 
