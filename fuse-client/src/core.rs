@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 
 use crate::inodes::{join, split, Counts, Listing, Meta, Table};
 use crate::prefetch::{Sequential, Siblings};
+use crate::stalls::Stalls;
 
 /// Errors of filesystem operations.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +156,8 @@ pub struct Core {
     /// Listings being fetched, by directory path: one fetch per directory
     /// however many readers (and prefetches) want it.
     fetching: Mutex<HashMap<Box<str>, ListingFetch>>,
+    /// Reads that just timed out (see `stalls.rs`).
+    stalls: Mutex<Stalls>,
     total_bytes: u64,
     total_files: u64,
 }
@@ -227,6 +230,7 @@ impl Core {
             walks: Mutex::new(HashMap::new()),
             tree_walks: Mutex::new(HashMap::new()),
             fetching: Mutex::new(HashMap::new()),
+            stalls: Mutex::new(Stalls::default()),
             total_bytes: d.total_bytes,
             total_files: d.files + d.directories,
             s,
@@ -682,12 +686,39 @@ impl Core {
 
     /// Reads up to `size` bytes at `offset`: straight from the tier file when
     /// the range is resident, through the node otherwise.
+    /// A request that retries one which just timed out (the kernel's
+    /// retries, see `stalls.rs`) fails at once.
     pub async fn read(self: &Arc<Self>, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         let f = self.file(fh)?;
         let end = offset.saturating_add(u64::from(size)).min(f.size);
         if offset >= end {
             return Ok(Bytes::new());
         }
+        let retry = self.stalls.lock().expect("stalls lock").is_retry(
+            &f.path,
+            &(offset..end),
+            Instant::now(),
+        );
+        if retry {
+            return Err(FsError::TimedOut(self.s.retry_for));
+        }
+        let r = self.read_range(&f, offset, end).await;
+        if let Err(FsError::TimedOut(_)) = &r {
+            self.stalls.lock().expect("stalls lock").timed_out(
+                &f.path,
+                offset..end,
+                Instant::now(),
+            );
+        }
+        r
+    }
+
+    async fn read_range(
+        self: &Arc<Self>,
+        f: &Arc<OpenFile>,
+        offset: u64,
+        end: u64,
+    ) -> Result<Bytes, FsError> {
         let plan = f.seq.lock().expect("seq lock").on_read(offset, end, f.size);
         // A direct read is small and latency-bound: it goes first, alone on
         // the link. Started together, a whole chunk's transfer fills the
@@ -713,7 +744,7 @@ impl Core {
                 if !b.path.is_empty() {
                     // A stuck disk must not hang the reader either.
                     let deadline = Instant::now() + self.s.retry_for;
-                    let read = read_tier_file(&f, &b.path, offset, (end - offset) as usize);
+                    let read = read_tier_file(f, &b.path, offset, (end - offset) as usize);
                     return self.bounded(deadline, read).await?;
                 }
             }

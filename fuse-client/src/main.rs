@@ -5,6 +5,7 @@ mod core;
 mod fuse;
 mod inodes;
 mod prefetch;
+mod stalls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;

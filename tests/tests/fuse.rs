@@ -300,8 +300,83 @@ fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
         assert!(err.contains("Input/output error"), "{err}");
     }
     assert!(waited < Duration::from_secs(10), "took {waited:?}");
-    // Once the node resumes, the same mount serves correct bytes again.
-    assert!(std::fs::read(mnt.join(p)).unwrap() == *b);
+    // Once the node resumes, the same mount serves correct bytes again
+    // (within a second of the timeouts, a read of them is a retry: EIO).
+    wait_for(
+        "the resumed node to serve the file",
+        Duration::from_secs(10),
+        || std::fs::read(mnt.join(p)).is_ok_and(|got| got == *b),
+    )
+    .unwrap();
+}
+
+/// Readers waiting on the same page of a frozen node's mount each get EIO
+/// after about one --retry-secs. The kernel retries a failed readahead
+/// page synchronously, and each reader queued on the page lock then reads
+/// it again itself: each of those requests waited the whole bound, so the
+/// last of three readers waited four bounds (the nemesis saw 15 s with
+/// --retry-secs 5). A retry of a read that just timed out now fails at once.
+#[test]
+fn readers_queued_on_a_frozen_page_wait_one_retry_bound_not_one_each() {
+    use std::io::{BufRead, Write};
+    let (fx, files) = setup();
+    let mnt = fx.tmp.path().join("mnt");
+    let retry = Duration::from_secs(3);
+    let _m = Mount::start(&fx.node, "ds", &mnt, &["--retry-secs", "3"]).unwrap();
+    let (p, b) = &files[0];
+    // Opened (leases taken) while the node is healthy; nothing read yet.
+    let mut readers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = Command::new("sh")
+                .args([
+                    "-c",
+                    r#"exec 3<"$1"; echo opened; read go; exec dd bs=4k count=1 status=none of=/dev/null <&3"#,
+                    "sh",
+                ])
+                .arg(mnt.join(p))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(c.stdout.as_mut().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "opened");
+            c
+        })
+        .collect();
+    let frozen = Frozen::new(fx.node.proc.as_ref().unwrap().pid());
+    let t0 = std::time::Instant::now();
+    for r in &mut readers {
+        writeln!(r.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let statuses: Vec<_> = readers
+        .iter_mut()
+        .map(|r| wait_child(r, Duration::from_secs(30)))
+        .collect();
+    let waited = t0.elapsed();
+    drop(frozen); // SIGCONT, also when an assertion below fails
+    for (status, child) in statuses.into_iter().zip(readers) {
+        let status = status.expect("a reader still blocked 30 s after the node froze");
+        assert!(!status.success());
+        let mut err = String::new();
+        child.stderr.unwrap().read_to_string(&mut err).unwrap();
+        assert!(err.contains("Input/output error"), "{err}");
+    }
+    assert!(
+        waited < retry * 3 / 2,
+        "three readers of one page took {waited:?} with --retry-secs 3"
+    );
+    // Once the node resumes, the same bytes read correctly again (within
+    // a second of the timeouts, a read of them still counts as a retry).
+    wait_for(
+        "the resumed node to serve the file",
+        Duration::from_secs(10),
+        || std::fs::read(mnt.join(p)).is_ok_and(|got| got == *b),
+    )
+    .unwrap();
 }
 
 /// A process opening a directory's files in listing order gets the next
