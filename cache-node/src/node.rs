@@ -895,10 +895,11 @@ impl Node {
             .collect::<Result<_, _>>()?;
         let mut total = 0u64;
         let mut matched = 0u64;
+        let selection = Selection::new(&spec.paths);
         tokio::task::block_in_place(|| {
             self.catalog()
                 .for_each_entry(&spec.dataset, spec.version, |e| {
-                    if e.kind() == v1::FileKind::File && selected(&spec.paths, &e.path) {
+                    if e.kind() == v1::FileKind::File && selection.contains(&e.path) {
                         total += e.size;
                         matched += 1;
                     }
@@ -1035,15 +1036,29 @@ impl Node {
 
 /// Whether `path` is selected by `prefixes` (whole path components; none
 /// selects everything).
-fn selected(prefixes: &[String], path: &str) -> bool {
-    prefixes.is_empty()
-        || prefixes.iter().any(|p| {
-            p.is_empty()
-                || path == p
-                || path
-                    .strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        })
+/// A job's path prefixes (whole components; none selects everything),
+/// matched in time linear in a path's length whatever their number (a
+/// peer's job may name thousands, over a million files).
+struct Selection<'a> {
+    all: bool,
+    prefixes: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Selection<'a> {
+    fn new(prefixes: &'a [String]) -> Self {
+        Self {
+            all: prefixes.is_empty() || prefixes.iter().any(String::is_empty),
+            prefixes: prefixes.iter().map(String::as_str).collect(),
+        }
+    }
+
+    fn contains(&self, path: &str) -> bool {
+        self.all
+            || self.prefixes.contains(path)
+            || path
+                .match_indices('/')
+                .any(|(i, _)| self.prefixes.contains(&path[..i]))
+    }
 }
 
 impl JobHost for Node {
@@ -1062,9 +1077,10 @@ impl JobHost for Node {
                 .version;
             let origin = self.origin(&rec.spec).await.map_err(|e| e.to_string())?;
             let mut files = Vec::new();
+            let selection = Selection::new(&spec.paths);
             tokio::task::block_in_place(|| {
                 self.catalog().for_each_entry(&spec.dataset, version, |e| {
-                    if e.kind() != v1::FileKind::File || !selected(&spec.paths, &e.path) {
+                    if e.kind() != v1::FileKind::File || !selection.contains(&e.path) {
                         return;
                     }
                     if let Some(fv) = FileVersionId::from_slice(&e.file_version) {
@@ -1282,17 +1298,24 @@ fn normalise_join(dir: &str, target: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{normalise_join, selected};
+    use super::{normalise_join, Selection};
 
     #[test]
     fn path_prefixes_select_whole_components() {
-        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let selected = |v: &[&str], path: &str| {
+            let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            Selection::new(&v).contains(path)
+        };
         assert!(selected(&[], "a/b"));
-        assert!(selected(&p(&["models"]), "models/x.bin"));
-        assert!(selected(&p(&["models/x.bin"]), "models/x.bin"));
-        assert!(!selected(&p(&["models"]), "models2/x.bin"));
-        assert!(!selected(&p(&["models/x"]), "models/x.bin"));
-        assert!(selected(&p(&["data", "models"]), "models/x.bin"));
+        assert!(selected(&[""], "a/b"));
+        assert!(selected(&["models"], "models/x.bin"));
+        assert!(selected(&["models/x.bin"], "models/x.bin"));
+        assert!(!selected(&["models"], "models2/x.bin"));
+        assert!(!selected(&["models/x"], "models/x.bin"));
+        assert!(!selected(&["models/x.bin/y"], "models/x.bin"));
+        assert!(selected(&["data", "models"], "models/x.bin"));
+        assert!(selected(&["a/b"], "a/b/c/d"));
+        assert!(!selected(&["a/b"], "a/bc/d"));
     }
 
     #[test]
