@@ -19,9 +19,12 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 /// How long after a timeout overlapping requests are taken as its retries.
-/// The kernel retries within microseconds of the failure; a second is
-/// generous for a loaded host and short next to the retry bound.
-pub const RETRY_WINDOW: Duration = Duration::from_secs(1);
+/// The kernel retries within microseconds of the failure (the timeout is
+/// recorded before the failure is answered, so the window opens first);
+/// 100 ms is generous for a loaded host, and short enough that new work
+/// rarely falls in it (a reader of those bytes 200 ms after a timeout got
+/// EIO with a one-second window, although the node had recovered).
+pub const RETRY_WINDOW: Duration = Duration::from_millis(100);
 
 /// Timed-out ranges remembered (the oldest are dropped past it).
 const MAX_REMEMBERED: usize = 256;

@@ -301,7 +301,7 @@ fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
     }
     assert!(waited < Duration::from_secs(10), "took {waited:?}");
     // Once the node resumes, the same mount serves correct bytes again
-    // (within a second of the timeouts, a read of them is a retry: EIO).
+    // (within 100 ms of the timeouts, a read of them is a retry: EIO).
     wait_for(
         "the resumed node to serve the file",
         Duration::from_secs(10),
@@ -370,7 +370,7 @@ fn readers_queued_on_a_frozen_page_wait_one_retry_bound_not_one_each() {
         "three readers of one page took {waited:?} with --retry-secs 3"
     );
     // Once the node resumes, the same bytes read correctly again (within
-    // a second of the timeouts, a read of them still counts as a retry).
+    // 100 ms of the timeouts, a read of them still counts as a retry).
     wait_for(
         "the resumed node to serve the file",
         Duration::from_secs(10),
