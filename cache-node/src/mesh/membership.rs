@@ -72,13 +72,19 @@ impl Membership {
     }
 
     /// Merges a peer's view: newer heartbeats win and refresh liveness.
-    pub fn merge(&mut self, members: Vec<v1::Member>, now: Instant) {
+    /// Returns the members this view shows restarted (a new incarnation).
+    pub fn merge(&mut self, members: Vec<v1::Member>, now: Instant) -> Vec<v1::Member> {
+        let mut restarted = Vec::new();
         for m in members {
             if m.name == self.me.name {
                 continue;
             }
             match self.others.get_mut(&m.name) {
                 Some(e) if m.heartbeat > e.member.heartbeat => {
+                    let (old, new) = (e.member.started_ms, m.started_ms);
+                    if old != 0 && new != 0 && old != new {
+                        restarted.push(e.member.clone());
+                    }
                     e.member = m;
                     e.seen = now;
                 }
@@ -94,6 +100,18 @@ impl Membership {
                 }
             }
         }
+        restarted
+    }
+
+    /// The incarnation (`started_ms`) of a member alive now, if any.
+    pub fn alive_incarnation(&self, name: &str, now: Instant) -> Option<i64> {
+        if name == self.me.name {
+            return Some(self.me.started_ms);
+        }
+        self.others
+            .get(name)
+            .filter(|e| self.state_of(e, now) == State::Alive)
+            .map(|e| e.member.started_ms)
     }
 
     fn state_of(&self, e: &Entry, now: Instant) -> State {
@@ -199,6 +217,31 @@ mod tests {
         // Our own entry is never taken from gossip.
         m.merge(vec![member("a", 99)], later);
         assert_eq!(m.me().heartbeat, 0);
+    }
+
+    #[test]
+    fn a_new_incarnation_is_reported_as_a_restart() {
+        let t0 = Instant::now();
+        let mut m = Membership::new(
+            member("a", 0),
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        );
+        let b = |hb: u64, started_ms: i64| v1::Member {
+            started_ms,
+            ..member("b", hb)
+        };
+        assert!(m.merge(vec![b(10, 1000)], t0).is_empty());
+        assert!(m.merge(vec![b(11, 1000)], t0).is_empty());
+        assert_eq!(m.alive_incarnation("b", t0), Some(1000));
+        // b restarted: a new incarnation with a higher heartbeat.
+        let restarted = m.merge(vec![b(5000, 5000)], t0);
+        assert_eq!(restarted.len(), 1);
+        assert_eq!(restarted[0].started_ms, 1000);
+        assert_eq!(m.alive_incarnation("b", t0), Some(5000));
+        // A stale view of the old incarnation changes nothing.
+        assert!(m.merge(vec![b(12, 1000)], t0).is_empty());
+        assert_eq!(m.alive_incarnation("b", t0 + Duration::from_secs(4)), None);
     }
 
     #[test]

@@ -209,6 +209,7 @@ impl Mesh {
             residency: host.residency(),
             bandwidth: Some(host.bandwidth()),
             updated_ms: unix_ms(),
+            started_ms: unix_ms(),
         };
         drop(host);
         let mesh = Arc::new_cyclic(|weak| Self {
@@ -347,10 +348,15 @@ impl Mesh {
             .iter()
             .find(|m| m.name == g.from)
             .map(|m| m.peer_addr.clone());
-        self.members
+        let restarted = self
+            .members
             .lock()
             .expect("members lock")
             .merge(g.members, Instant::now());
+        for m in restarted {
+            tracing::info!(peer = %m.name, "peer restarted; dropping its old connection");
+            self.drop_connection(&m.peer_addr);
+        }
         let Some(addr) = peer_addr else { return };
         let local: HashMap<String, (u64, bool)> = node
             .dataset_digests()
@@ -537,18 +543,36 @@ impl Mesh {
             .map_err(|_| err("request timed out".into()))?
     }
 
-    /// Resolves once membership no longer counts `name` as alive.
-    async fn until_dead(&self, name: &str) {
+    /// Resolves once membership no longer counts `name` as alive, or
+    /// shows it restarted (its connection, and what was asked on it, died
+    /// with the old process; the new one never answers it).
+    async fn until_gone(&self, name: &str) {
         let step = (self.cfg.interval / 4).max(Duration::from_millis(10));
-        loop {
-            tokio::time::sleep(step).await;
-            let alive = self
-                .members
+        let incarnation = |m: &Self| {
+            m.members
                 .lock()
                 .expect("members lock")
-                .is_alive(name, Instant::now());
-            if !alive {
+                .alive_incarnation(name, Instant::now())
+        };
+        let asked = incarnation(self);
+        loop {
+            tokio::time::sleep(step).await;
+            let now = incarnation(self);
+            if now.is_none() || now != asked {
                 return;
+            }
+        }
+    }
+
+    /// Forgets the connection to a member that restarted: requests on it
+    /// would wait for the idle timeout, as the new process never answers.
+    fn drop_connection(&self, addr: &str) {
+        let slot = self.conns.lock().expect("conns lock").remove(addr);
+        if let Some(slot) = slot {
+            if let Ok(conn) = slot.try_lock() {
+                if let Some(c) = conn.as_ref() {
+                    c.close(0u32.into(), b"peer restarted");
+                }
             }
         }
     }
@@ -665,14 +689,15 @@ impl Mesh {
     }
 
     /// One chunk request to `name`, abandoned if membership declares it
-    /// dead meanwhile (a frozen peer costs at most the detector's delay).
+    /// dead or restarted meanwhile (a frozen peer costs at most the
+    /// detector's delay, a restarted one a gossip round).
     async fn ask(&self, name: &str, addr: &str, req: v1::FetchChunk) -> Result<PResp, PeerError> {
         let _count = InFlight::new(&self.inflight, name);
         tokio::select! {
             r = self.request(addr, PReq::Fetch(req)) => r,
-            () = self.until_dead(name) => Err(PeerError::Request {
+            () = self.until_gone(name) => Err(PeerError::Request {
                 peer: addr.to_string(),
-                detail: "declared dead while serving a chunk".into(),
+                detail: "declared dead or restarted while serving a chunk".into(),
             }),
         }
     }

@@ -303,6 +303,7 @@ fn member(name: &str, heartbeat: u64) -> v1::Member {
             measured_at_ms: 1_700_000_000_000,
         }),
         updated_ms: 1_700_000_000_000,
+        started_ms: 1_699_999_000_000,
     }
 }
 
