@@ -253,61 +253,27 @@ fn node_restart_mid_read_is_a_delay_not_an_error() {
 /// new open — instead of sleeping uninterruptibly until the node resumes.
 #[test]
 fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
-    use std::io::{BufRead, Write};
     let (fx, files) = setup();
     let mnt = fx.tmp.path().join("mnt");
     let _m = Mount::start(&fx.node, "ds", &mnt, &["--retry-secs", "2"]).unwrap();
     let (p, b) = &files[0];
-    // Opened (lease taken) while the node is healthy; nothing read yet.
-    let mut reader = Command::new("sh")
-        .args([
-            "-c",
-            r#"exec 3<"$1"; echo opened; read go; exec dd bs=1M status=none of=/dev/null <&3"#,
-            "sh",
-        ])
-        .arg(mnt.join(p))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(reader.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "opened");
+    let mut reader = HeldReader::open(&mnt.join(p), "bs=1M");
     let frozen = Frozen::new(fx.node.proc.as_ref().unwrap().pid());
     let t0 = std::time::Instant::now();
-    writeln!(reader.stdin.as_mut().unwrap(), "go").unwrap();
+    reader.go();
     // A new open of another uncached file while the node is frozen.
-    let mut opener = Command::new("dd")
+    let opener = Command::new("dd")
         .arg(format!("if={}", mnt.join(&files[3].0).display()))
         .args(["of=/dev/null", "bs=1M", "status=none"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let limit = Duration::from_secs(20);
-    let read_status = wait_child(&mut reader, limit);
-    let open_status = wait_child(&mut opener, limit);
+    let failed = fail_within([reader.0, opener], Duration::from_secs(20));
     let waited = t0.elapsed();
     drop(frozen); // SIGCONT, also when an assertion below fails
-    let read_status = read_status.expect("reader still blocked 20 s after the node froze");
-    let open_status = open_status.expect("opener still blocked 20 s after the node froze");
-    assert!(!read_status.success() && !open_status.success());
-    for child in [reader, opener] {
-        let mut err = String::new();
-        child.stderr.unwrap().read_to_string(&mut err).unwrap();
-        assert!(err.contains("Input/output error"), "{err}");
-    }
+    failed.unwrap();
     assert!(waited < Duration::from_secs(10), "took {waited:?}");
-    // Once the node resumes, the same mount serves correct bytes again
-    // (within 100 ms of the timeouts, a read of them is a retry: EIO).
-    wait_for(
-        "the resumed node to serve the file",
-        Duration::from_secs(10),
-        || std::fs::read(mnt.join(p)).is_ok_and(|got| got == *b),
-    )
-    .unwrap();
+    serves_again(&mnt.join(p), b);
 }
 
 /// Readers waiting on the same page of a frozen node's mount each get EIO
@@ -318,63 +284,88 @@ fn a_frozen_node_fails_readers_with_eio_instead_of_hanging_them() {
 /// --retry-secs 5). A retry of a read that just timed out now fails at once.
 #[test]
 fn readers_queued_on_a_frozen_page_wait_one_retry_bound_not_one_each() {
-    use std::io::{BufRead, Write};
     let (fx, files) = setup();
     let mnt = fx.tmp.path().join("mnt");
     let retry = Duration::from_secs(3);
     let _m = Mount::start(&fx.node, "ds", &mnt, &["--retry-secs", "3"]).unwrap();
     let (p, b) = &files[0];
-    // Opened (leases taken) while the node is healthy; nothing read yet.
-    let mut readers: Vec<_> = (0..3)
-        .map(|_| {
-            let mut c = Command::new("sh")
-                .args([
-                    "-c",
-                    r#"exec 3<"$1"; echo opened; read go; exec dd bs=4k count=1 status=none of=/dev/null <&3"#,
-                    "sh",
-                ])
-                .arg(mnt.join(p))
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut line = String::new();
-            std::io::BufReader::new(c.stdout.as_mut().unwrap())
-                .read_line(&mut line)
-                .unwrap();
-            assert_eq!(line.trim(), "opened");
-            c
-        })
+    let mut readers: Vec<HeldReader> = (0..3)
+        .map(|_| HeldReader::open(&mnt.join(p), "bs=4k count=1"))
         .collect();
     let frozen = Frozen::new(fx.node.proc.as_ref().unwrap().pid());
     let t0 = std::time::Instant::now();
     for r in &mut readers {
-        writeln!(r.stdin.as_mut().unwrap(), "go").unwrap();
+        r.go();
     }
-    let statuses: Vec<_> = readers
-        .iter_mut()
-        .map(|r| wait_child(r, Duration::from_secs(30)))
-        .collect();
+    let failed = fail_within(readers.into_iter().map(|r| r.0), Duration::from_secs(30));
     let waited = t0.elapsed();
     drop(frozen); // SIGCONT, also when an assertion below fails
-    for (status, child) in statuses.into_iter().zip(readers) {
-        let status = status.expect("a reader still blocked 30 s after the node froze");
-        assert!(!status.success());
-        let mut err = String::new();
-        child.stderr.unwrap().read_to_string(&mut err).unwrap();
-        assert!(err.contains("Input/output error"), "{err}");
-    }
+    failed.unwrap();
     assert!(
         waited < retry * 3 / 2,
         "three readers of one page took {waited:?} with --retry-secs 3"
     );
-    // Once the node resumes, the same bytes read correctly again (within
-    // 100 ms of the timeouts, a read of them still counts as a retry).
+    serves_again(&mnt.join(p), b);
+}
+
+/// A `dd` of a file on a mount that opens it (its lease taken) at once and
+/// reads only when told to: it can be made to read while the node is frozen.
+struct HeldReader(std::process::Child);
+
+impl HeldReader {
+    fn open(path: &std::path::Path, dd_args: &str) -> Self {
+        use std::io::BufRead;
+        let script = format!(
+            r#"exec 3<"$1"; echo opened; read go; exec dd {dd_args} status=none of=/dev/null <&3"#
+        );
+        let mut c = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "opened");
+        Self(c)
+    }
+
+    fn go(&mut self) {
+        use std::io::Write;
+        writeln!(self.0.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+}
+
+/// Waits for every process (all within `limit`); each must have failed
+/// with EIO. Returns the first problem instead of panicking, so the caller
+/// can resume a frozen node first.
+fn fail_within(
+    children: impl IntoIterator<Item = std::process::Child>,
+    limit: Duration,
+) -> Result<(), String> {
+    for mut child in children {
+        let status = wait_child(&mut child, limit)
+            .ok_or_else(|| format!("a reader still blocked {limit:?} after the node froze"))?;
+        let mut err = String::new();
+        child.stderr.unwrap().read_to_string(&mut err).unwrap();
+        if status.success() || !err.contains("Input/output error") {
+            return Err(format!("a reader did not fail with EIO: {status}: {err}"));
+        }
+    }
+    Ok(())
+}
+
+/// Once a frozen node resumes, the mount serves the file's bytes again
+/// (within 100 ms of the timeouts, a read of them is a retry: EIO).
+fn serves_again(path: &std::path::Path, bytes: &[u8]) {
     wait_for(
         "the resumed node to serve the file",
         Duration::from_secs(10),
-        || std::fs::read(mnt.join(p)).is_ok_and(|got| got == *b),
+        || std::fs::read(path).is_ok_and(|got| got == bytes),
     )
     .unwrap();
 }

@@ -160,16 +160,8 @@ fn a_frozen_peer_costs_a_reader_at_most_the_failure_detector_delay() {
         wait_dataset(n, "ds");
     }
     let frozen = shoal_tests::Frozen::new(nodes[2].proc.as_ref().unwrap().pid());
-    let t0 = std::time::Instant::now();
-    let out = nodes[0].ctl(&["cat", "ds", "f.bin"]);
-    let took = t0.elapsed();
+    let took = timed_cat(&nodes[0], &big);
     drop(frozen);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout == big, "bytes differ from the origin");
     // About a third of the chunks are owned by the frozen node; each may
     // cost at most the 1 s detector delay, and all of them wait together.
     assert!(
@@ -199,19 +191,28 @@ fn a_restarted_peer_costs_a_reader_about_a_gossip_round() {
     nodes[2].kill9();
     nodes[2].restart().unwrap();
     let restarted_in = t0.elapsed();
-    let t1 = std::time::Instant::now();
-    let out = nodes[0].ctl(&["cat", "ds", "f.bin"]);
-    let took = t1.elapsed();
+    let took = timed_cat(&nodes[0], &big);
+    // Before, the stale connection's idle timeout (5 s from the kill)
+    // came first: 5.7-6.1 s. Now about a gossip round (0.5 s) and the read.
+    assert!(
+        took < Duration::from_secs(4),
+        "reading 40 MiB after a peer restarted (in {restarted_in:?}) took {took:?}"
+    );
+}
+
+/// `dataset-ctl cat ds f.bin` through `node`: checks the bytes, returns
+/// how long it took.
+fn timed_cat(node: &Node, want: &[u8]) -> Duration {
+    let t0 = std::time::Instant::now();
+    let out = node.ctl(&["cat", "ds", "f.bin"]);
+    let took = t0.elapsed();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stdout == big, "bytes differ from the origin");
-    assert!(
-        took < Duration::from_millis(2500),
-        "reading 40 MiB after a peer restarted (in {restarted_in:?}) took {took:?}"
-    );
+    assert!(out.stdout == want, "bytes differ from the origin");
+    took
 }
 
 #[test]

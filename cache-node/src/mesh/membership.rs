@@ -175,6 +175,15 @@ impl Membership {
 mod tests {
     use super::*;
 
+    /// Node a's view: dead after 3 s, forgotten after 60 s.
+    fn view() -> Membership {
+        Membership::new(
+            member("a", 0),
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        )
+    }
+
     fn member(name: &str, hb: u64) -> v1::Member {
         v1::Member {
             name: name.into(),
@@ -186,11 +195,7 @@ mod tests {
     #[test]
     fn dead_when_heartbeat_stalls_alive_when_it_moves() {
         let t0 = Instant::now();
-        let mut m = Membership::new(
-            member("a", 0),
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        );
+        let mut m = view();
         m.merge(vec![member("b", 1), member("c", 1)], t0);
         assert_eq!(m.alive(t0).len(), 3);
         // b keeps beating, c stalls.
@@ -222,11 +227,7 @@ mod tests {
     #[test]
     fn a_new_incarnation_is_reported_as_a_restart() {
         let t0 = Instant::now();
-        let mut m = Membership::new(
-            member("a", 0),
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        );
+        let mut m = view();
         let b = |hb: u64, started_ms: i64| v1::Member {
             started_ms,
             ..member("b", hb)
@@ -247,11 +248,7 @@ mod tests {
     #[test]
     fn members_dead_for_forget_after_are_forgotten_until_they_beat_again() {
         let t0 = Instant::now();
-        let mut m = Membership::new(
-            member("a", 0),
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        );
+        let mut m = view();
         m.merge(vec![member("b", 1), member("c", 1)], t0);
         let names = |m: &Membership, now| -> Vec<String> {
             m.all(now).into_iter().map(|(x, _)| x.name).collect()

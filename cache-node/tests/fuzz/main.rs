@@ -86,12 +86,7 @@ impl Fixture {
         for (path, target) in LINKS {
             std::os::unix::fs::symlink(target, origin.join(path)).unwrap();
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        credentials();
+        let rt = s3_runtime();
         let denying = rt.block_on(serve(Arc::new(|_head: &str| {
             http(
                 "403 Forbidden",
@@ -263,9 +258,19 @@ pub fn http(status: &str, headers: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A runtime for S3 clients, with their credentials set.
+pub fn s3_runtime() -> tokio::runtime::Runtime {
+    credentials();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Credentials for the S3 clients of every test (set once: the variables
 /// are process-wide).
-pub fn credentials() {
+fn credentials() {
     static SET: Once = Once::new();
     SET.call_once(|| {
         std::env::set_var("AWS_ACCESS_KEY_ID", "fuzz");

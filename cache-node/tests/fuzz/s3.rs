@@ -21,7 +21,7 @@ use shoal_cache_node::origin::s3::{decode_key, S3Origin};
 use shoal_cache_node::origin::{ObjectKind, ObjectMeta, Origin};
 use shoal_proto::v1;
 
-use super::{credentials, http, mutator, serve, Fixture, CHUNK};
+use super::{http, mutator, s3_runtime, serve, Fixture, CHUNK};
 
 fn spec(chunk_size: u64) -> Spec {
     Spec {
@@ -204,12 +204,7 @@ const XML_DICT: &[&[u8]] = &[
 
 #[test]
 fn hostile_listings_list_or_fail() {
-    credentials();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = s3_runtime();
     let body = Arc::new(Mutex::new(Vec::new()));
     let page = body.clone();
     let endpoint = rt.block_on(serve(Arc::new(move |_head: &str| {
@@ -247,12 +242,7 @@ fn hostile_listings_list_or_fail() {
 /// listing, spelled in odd ways, or strings that are no URL at all.
 #[test]
 fn any_region_endpoint_and_prefix_fail_cleanly() {
-    credentials();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = s3_runtime();
     let empty = std::fs::read(mutator::corpus_dir("s3-list").join("empty.xml")).unwrap();
     let server = rt.block_on(serve(Arc::new(move |_head: &str| {
         http("200 OK", "Content-Type: application/xml\r\n", &empty)
@@ -297,12 +287,7 @@ fn any_region_endpoint_and_prefix_fail_cleanly() {
 /// encoded keys, markers as directories, keys outside the prefix dropped.
 #[test]
 fn seed_listings_list_as_expected() {
-    credentials();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = s3_runtime();
     let body = Arc::new(Mutex::new(Vec::new()));
     let page = body.clone();
     let endpoint = rt.block_on(serve(Arc::new(move |_head: &str| {
@@ -360,7 +345,6 @@ fn seed_listings_list_as_expected() {
 /// bounds — a panic in the node. It is now reported as a skipped key.
 #[test]
 fn an_object_too_large_to_chunk_is_skipped_not_read() {
-    credentials();
     let fx = Fixture::open();
     let huge: u64 = 1 << 50;
     let endpoint = fx.rt.block_on(serve(Arc::new(move |head: &str| {
@@ -435,12 +419,7 @@ fn an_object_too_large_to_chunk_is_skipped_not_read() {
 /// node neither loops for ever nor spends its memory on the listing.
 #[test]
 fn endless_listings_end_with_an_error() {
-    credentials();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = s3_runtime();
     for keys_per_page in [2usize, 0] {
         let pages = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let served = pages.clone();
