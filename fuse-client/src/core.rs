@@ -258,7 +258,13 @@ impl Core {
     /// One request on a pooled connection, retried across node restarts,
     /// and bounded as a whole by `retry_for`.
     async fn call(&self, kind: Req) -> Result<Resp, FsError> {
-        let deadline = Instant::now() + self.s.retry_for;
+        self.call_until(Instant::now() + self.s.retry_for, kind)
+            .await
+    }
+
+    /// [`Core::call`] within a deadline shared with other steps of one
+    /// operation.
+    async fn call_until(&self, deadline: Instant, kind: Req) -> Result<Resp, FsError> {
         let mut delay = Duration::from_millis(20);
         loop {
             let attempt = async {
@@ -738,18 +744,23 @@ impl Core {
             length: end - offset,
             direct: plan.direct,
         };
+        // One deadline for the whole request, however many steps it takes
+        // (where the bytes are, the tier file, the node's read).
+        let deadline = Instant::now() + self.s.retry_for;
         // Only a held file's tier file may be read directly (see OpenFile).
         if f.held {
-            if let Resp::Backing(b) = self.call(Req::Backing(range.clone())).await? {
+            if let Resp::Backing(b) = self
+                .call_until(deadline, Req::Backing(range.clone()))
+                .await?
+            {
                 if !b.path.is_empty() {
                     // A stuck disk must not hang the reader either.
-                    let deadline = Instant::now() + self.s.retry_for;
                     let read = read_tier_file(f, &b.path, offset, (end - offset) as usize);
                     return self.bounded(deadline, read).await?;
                 }
             }
         }
-        let data = match self.call(Req::Read(range)).await? {
+        let data = match self.call_until(deadline, Req::Read(range)).await? {
             Resp::Data(d) => d.data,
             _ => return Err(FsError::Remote("unexpected response".into())),
         };
