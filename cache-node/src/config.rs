@@ -289,4 +289,22 @@ mod tests {
             toml::from_str("[memory]\nhigh_watermark = 0.5\nlow_watermark = 0.9\n").unwrap();
         assert!(c.resolve().is_err());
     }
+
+    #[test]
+    fn mesh_timers_parse_and_forgetting_never_precedes_death() {
+        let mesh = |extra: &str| {
+            let c: Config = toml::from_str(&format!(
+                "[mesh]\nlisten = \"127.0.0.1:7071\"\ntls_dir = \"/t\"\n{extra}"
+            ))
+            .unwrap();
+            c.resolve().unwrap().mesh.unwrap()
+        };
+        let m = mesh("dead_after_ms = 2000\nforget_after_secs = 120\n");
+        assert_eq!(m.dead_after, std::time::Duration::from_secs(2));
+        assert_eq!(m.forget_after, std::time::Duration::from_secs(120));
+        assert_eq!(mesh("").forget_after, std::time::Duration::from_secs(3600));
+        // Forgotten before dead makes no sense: forgetting waits for death.
+        let m = mesh("dead_after_ms = 5000\nforget_after_secs = 1\n");
+        assert_eq!(m.forget_after, std::time::Duration::from_secs(5));
+    }
 }
