@@ -22,9 +22,12 @@ rm -rf "$dir"; mkdir -p "$dir" "$sample"
 pids=()
 cleanup() {
   [ "${KEEP:-0}" = 1 ] && return
-  # Agents first (they stop their replicas), then the scheduler and nodes.
+  # Agents first (they stop their replicas), then the scheduler and nodes,
+  # whatever the exit statuses (errexit would end the cleanup early).
+  set +e
   [ "${#agents[@]}" -gt 0 ] && kill "${agents[@]}" 2>/dev/null && wait "${agents[@]}" 2>/dev/null
-  kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true
+  kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null
+  return 0
 }
 agents=()
 trap cleanup EXIT

@@ -33,10 +33,13 @@ fuse_pid=
 sched_pid=
 agent_pid=
 cleanup() {
-  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
-  [ -n "$sched_pid" ] && kill "$sched_pid" 2>/dev/null && wait "$sched_pid" 2>/dev/null
-  [ -n "$fuse_pid" ] && kill "$fuse_pid" 2>/dev/null && wait "$fuse_pid" 2>/dev/null
-  kill $node_pid 2>/dev/null; wait $node_pid 2>/dev/null || true
+  # Every process is stopped whatever the others' exit statuses (errexit
+  # would end the cleanup at the first non-zero one, leaving the rest up).
+  set +e
+  for pid in "$agent_pid" "$sched_pid" "$fuse_pid" "$node_pid"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  done
+  return 0
 }
 trap cleanup EXIT
 ready=0

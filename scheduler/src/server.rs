@@ -75,8 +75,23 @@ const EVENTS_KEPT: usize = 10_000;
 /// RocksDB by one thread, so neither the state lock nor an async worker
 /// ever waits on the database. A crash can lose the last queued writes;
 /// the agents' next heartbeats reconcile what they describe.
+///
+/// The writer thread holds the database; dropping `Persist` closes the
+/// queue and waits for the thread, so the database is closed before the
+/// process exits (RocksDB still open at exit aborted the process in its
+/// static destructors: "pthread lock: Invalid argument", 1 stop in 10).
 struct Persist {
-    tx: std::sync::mpsc::Sender<Op>,
+    tx: Option<std::sync::mpsc::Sender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Persist {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 enum Op {
@@ -88,7 +103,7 @@ enum Op {
 impl Persist {
     fn start(db: Arc<rocksdb::DB>) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<Op>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("scheduler-state".into())
             .spawn(move || {
                 for op in rx {
@@ -105,22 +120,29 @@ impl Persist {
                     }
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self {
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    fn send(&self, op: Op) -> bool {
+        self.tx.as_ref().is_some_and(|tx| tx.send(op).is_ok())
     }
 
     fn put<T: Serialize>(&self, key: String, v: &T) {
         let bytes = serde_json::to_vec(v).expect("records serialise");
-        let _ = self.tx.send(Op::Put(key, bytes));
+        self.send(Op::Put(key, bytes));
     }
 
     fn delete(&self, key: String) {
-        let _ = self.tx.send(Op::Delete(key));
+        self.send(Op::Delete(key));
     }
 
     /// Waits until everything queued so far is written.
     fn flush(&self) {
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Op::Flush(tx)).is_ok() {
+        if self.send(Op::Flush(tx)) {
             let _ = rx.recv();
         }
     }

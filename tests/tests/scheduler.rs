@@ -523,6 +523,20 @@ fn health_checks_container_reuse_and_a_killed_fuse_client() {
 }
 
 /// The body of a 200 answer from the scheduler at `url`.
+/// A scheduler stopped with SIGTERM exits 0, every time, with its state
+/// kept: RocksDB still open when the process exited aborted it in about
+/// one stop in ten ("pthread lock: Invalid argument", exit 134), which a
+/// supervisor sees as a crash.
+#[test]
+fn a_scheduler_stopped_with_sigterm_exits_cleanly_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        let mut s = Scheduler::start(tmp.path());
+        let code = s.proc.terminate();
+        assert_eq!(code, Some(0), "stop {i}: {}", s.proc.log_text());
+    }
+}
+
 fn get_ok(url: &str, path: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let (status, body) = shoal_tests::http_get(addr, path).unwrap();
