@@ -280,24 +280,18 @@ type FlightResult = Result<Flight, Arc<StoreError>>;
 /// The end of a chunk's flight, for any number of waiters.
 type FlightWait = Shared<BoxFuture<'static, FlightResult>>;
 
-/// A chunk's flight in `Inner::inflight`.
-struct FlightEntry {
-    id: u64,
-    wait: FlightWait,
-}
-
 /// Removes a flight from `inflight` when its task ends, however it ends
 /// (also when the runtime drops it unpolled at shutdown).
 struct FlightEnd {
     store: Arc<Inner>,
     key: ChunkKey,
-    id: u64,
+    wait: FlightWait,
 }
 
 impl Drop for FlightEnd {
     fn drop(&mut self) {
         let mut map = self.store.inflight.lock().expect("inflight lock");
-        if map.get(&self.key).is_some_and(|f| f.id == self.id) {
+        if map.get(&self.key).is_some_and(|w| w.ptr_eq(&self.wait)) {
             map.remove(&self.key);
         }
     }
@@ -307,8 +301,7 @@ struct Inner {
     index: Arc<Index>,
     dirs: [Option<PathBuf>; 2],
     state: Mutex<Residency>,
-    inflight: Mutex<HashMap<ChunkKey, FlightEntry>>,
-    next_flight: std::sync::atomic::AtomicU64,
+    inflight: Mutex<HashMap<ChunkKey, FlightWait>>,
     /// Every flight's task (see the module docs); a clean stop waits for them.
     flights: TaskTracker,
     /// A reader released a chunk (what dropping a corrupt chunk waits for).
@@ -355,12 +348,15 @@ struct ReadGuard<'a> {
 
 impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
-        self.store
+        let unread = self
+            .store
             .state
             .lock()
             .expect("state lock")
             .release(&self.key);
-        self.store.released.notify_waiters();
+        if unread {
+            self.store.released.notify_waiters();
+        }
     }
 }
 
@@ -492,7 +488,6 @@ impl ChunkStore {
                 dirs,
                 state: Mutex::new(state),
                 inflight: Mutex::new(HashMap::new()),
-                next_flight: std::sync::atomic::AtomicU64::new(0),
                 flights: TaskTracker::new(),
                 released: Notify::new(),
                 files_changed: Notify::new(),
@@ -632,7 +627,7 @@ impl ChunkStore {
                 .lock()
                 .expect("inflight lock")
                 .get(&key)
-                .map(|f| f.wait.clone());
+                .cloned();
             let Some(flight) = flight else {
                 return Ok(None);
             };
@@ -706,14 +701,7 @@ impl ChunkStore {
     /// Moves a resident chunk to `to` in a flight of its own; false when
     /// it could not (another flight had the chunk, gone, or no room).
     async fn relocate_now(&self, key: ChunkKey, to: TierKind) -> Result<bool, StoreError> {
-        let (wait, started) = self.flight(key, || {
-            let store = self.clone();
-            async move {
-                let moved = store.relocate_claimed(key, to).await;
-                store.update_gauges();
-                moved.map(Flight::Moved).map_err(Arc::new)
-            }
-        });
+        let (wait, started) = self.start_relocation(key, to);
         let result = wait.await;
         if !started {
             // Another flight (a fetch or an eviction) had the chunk.
@@ -724,6 +712,24 @@ impl ChunkStore {
             Ok(_) => Ok(false),
             Err(e) => Err(StoreError::Shared(e)),
         }
+    }
+
+    /// Starts moving a chunk to `to` in a flight of its own, unless another
+    /// flight has the chunk (then that flight's end and false).
+    fn start_relocation(&self, key: ChunkKey, to: TierKind) -> (FlightWait, bool) {
+        self.flight(key, || {
+            let store = self.clone();
+            async move {
+                let moved = store.relocate_claimed(key, to).await;
+                store.update_gauges();
+                match &moved {
+                    Ok(true) => tracing::debug!(idx = key.idx, tier = to.name(), "moved a chunk"),
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, tier = to.name(), "moving a chunk failed; it stays"),
+                }
+                moved.map(Flight::Moved).map_err(Arc::new)
+            }
+        })
     }
 
     /// The body of a move's flight: claims the chunk and moves it.
@@ -820,7 +826,7 @@ impl ChunkStore {
                 let path = self.path(entry.tier, &key.fv);
                 let bytes = files::read_at(path, s, (e - s) as usize).await?;
                 drop(_guard);
-                self.promote_if_hot(file, key, &entry).await;
+                self.promote_if_hot(file, key, &entry);
                 return Ok(bytes);
             }
             match self.fetch(file, idx).await? {
@@ -1000,8 +1006,9 @@ impl ChunkStore {
     /// memory tier has room below its high watermark (so promotion never
     /// evicts, and cannot thrash). Demoted chunks that are read again thus
     /// come back, and a fully promoted file is served by passthrough from
-    /// memory again.
-    async fn promote_if_hot(&self, file: &FileRef, key: ChunkKey, entry: &Entry) {
+    /// memory again. The move runs as the chunk's flight; the reader, who
+    /// has its bytes already, does not wait for it.
+    fn promote_if_hot(&self, file: &FileRef, key: ChunkKey, entry: &Entry) {
         if entry.tier != TierKind::Disk
             || entry.hits < PROMOTE_AFTER_HITS
             || file.placement.policy == TierPolicy::DiskOnly
@@ -1010,11 +1017,8 @@ impl ChunkStore {
         {
             return;
         }
-        match self.relocate_now(key, TierKind::Memory).await {
-            Ok(true) => tracing::debug!(idx = key.idx, "promoted a hot chunk to the memory tier"),
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e, "promoting a hot chunk failed; it stays on disk"),
-        }
+        // Started or already under way: either way not waited for.
+        let _ = self.start_relocation(key, TierKind::Memory);
     }
 
     /// Joins (or starts) the one flight of a chunk, and waits for its end.
@@ -1034,14 +1038,10 @@ impl ChunkStore {
         F: std::future::Future<Output = FlightResult> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let id = self
-            .inner
-            .next_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut map = self.inner.inflight.lock().expect("inflight lock");
-            if let Some(f) = map.get(&key) {
-                return (f.wait.clone(), false);
+            if let Some(wait) = map.get(&key) {
+                return (wait.clone(), false);
             }
             let wait = rx
                 .map(|r| {
@@ -1053,18 +1053,12 @@ impl ChunkStore {
                 })
                 .boxed()
                 .shared();
-            map.insert(
-                key,
-                FlightEntry {
-                    id,
-                    wait: wait.clone(),
-                },
-            );
+            map.insert(key, wait.clone());
             drop(map);
             let end = FlightEnd {
                 store: self.inner.clone(),
                 key,
-                id,
+                wait: wait.clone(),
             };
             let work = work();
             self.inner.flights.spawn(async move {
@@ -1458,19 +1452,27 @@ impl ChunkStore {
     /// guard drops.
     async fn begin_write(&self, fv: FileVersionId, tier: TierKind) -> WriteGuard<'_> {
         let file = (fv, tier);
+        let register = || {
+            let mut busy = self.inner.files_busy.lock().expect("files lock");
+            let free = !busy.removing.contains(&file);
+            if free {
+                *busy.writes.entry(file).or_default() += 1;
+            }
+            free.then_some(WriteGuard {
+                store: &self.inner,
+                file,
+            })
+        };
         loop {
+            // Removals are rare: wait for one only when it is under way.
+            if let Some(guard) = register() {
+                return guard;
+            }
             let removed = self.inner.files_changed.notified();
             tokio::pin!(removed);
             removed.as_mut().enable();
-            {
-                let mut busy = self.inner.files_busy.lock().expect("files lock");
-                if !busy.removing.contains(&file) {
-                    *busy.writes.entry(file).or_default() += 1;
-                    return WriteGuard {
-                        store: &self.inner,
-                        file,
-                    };
-                }
+            if let Some(guard) = register() {
+                return guard;
             }
             removed.await;
         }

@@ -495,10 +495,13 @@ impl Residency {
         Some(e.readers == 0)
     }
 
-    pub fn release(&mut self, key: &ChunkKey) {
-        if let Some(e) = self.chunks.get_mut(key) {
+    /// Ends a read; true when that leaves a chunk marked leaving without
+    /// readers (what dropping a condemned chunk waits for).
+    pub fn release(&mut self, key: &ChunkKey) -> bool {
+        self.chunks.get_mut(key).is_some_and(|e| {
             e.readers -= 1;
-        }
+            e.leaving && e.readers == 0
+        })
     }
 
     /// Cancels an eviction that did not happen.

@@ -164,6 +164,8 @@ fn demoted_chunks_read_again_come_back_to_memory() {
         );
         let got = store.read(&a, 0, 10).await.unwrap();
         assert_eq!(&got[..], &fx.data[0][..10]);
+        // The move is the chunk's flight; the reader did not wait for it.
+        store.quiesce().await;
         assert_eq!(
             store.resident_of(std::slice::from_ref(&a)),
             [2 * CHUNK, 2 * CHUNK]
@@ -351,6 +353,9 @@ proptest! {
                         prop_assert_eq!(&got[..], &model[s..e]);
                     }
                     Op::Reopen => {
+                        // As a clean stop does: flights (a promotion the
+                        // last read started) end before the index closes.
+                        store.quiesce().await;
                         store.flush_access().unwrap();
                         drop(store);
                         store = fx.open(tiers.0 * CHUNK, tiers.1 * CHUNK).0;
