@@ -961,10 +961,12 @@ impl Node {
             });
         }
         // Peers' figures are theirs: summed without trusting them to fit.
-        let available_bytes = nodes
-            .iter()
-            .filter(|n| n.available)
-            .fold(0u64, |sum, n| sum.saturating_add(n.resident_bytes));
+        let available_bytes = shoal_proto::units::sum_bytes(
+            nodes
+                .iter()
+                .filter(|n| n.available)
+                .map(|n| n.resident_bytes),
+        );
         let complete_nodes = nodes
             .iter()
             .filter(|n| n.available && n.resident_bytes >= info.total_bytes)

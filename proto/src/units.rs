@@ -42,6 +42,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A sum of byte counts that saturates: where the figures come from
+/// peers, a wrapped sum would turn "too many bytes" into "almost none".
+pub fn sum_bytes(values: impl IntoIterator<Item = u64>) -> u64 {
+    values.into_iter().fold(0, u64::saturating_add)
+}
+
 /// Formats bytes with a binary unit, e.g. "1.5 GiB".
 pub fn format_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

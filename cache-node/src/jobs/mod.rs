@@ -388,17 +388,11 @@ impl Jobs {
     /// Forgets finished jobs past their retention (`model::expired`):
     /// their records and parts, here and in the index.
     fn forget_expired(&self) {
-        let host = self.host();
-        let mut st = self.state.lock().expect("jobs lock");
-        let statuses: Vec<v1::JobStatus> = st
-            .specs
-            .values()
-            .map(|s| self.aggregate(&st, s, host.as_deref()))
-            .collect();
-        let gone = model::expired(&statuses, unix_ms());
+        let gone = model::expired(&self.list(), unix_ms());
         if gone.is_empty() {
             return;
         }
+        let mut st = self.state.lock().expect("jobs lock");
         let mut batch = WriteBatch::default();
         for id in &gone {
             st.specs.remove(id);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use shoal_proto::units::format_size;
+use shoal_proto::units::{format_size, sum_bytes as sum};
 use shoal_proto::v1;
 
 /// A job part's or a job's state name.
@@ -132,12 +132,6 @@ pub fn select(targets: &Targets, members: &[Candidate]) -> Result<Vec<String>, S
 
 fn room(c: &Candidate) -> u64 {
     sum(c.tiers.iter().flatten().map(TierRoom::usable))
-}
-
-/// A sum of byte counts that saturates: the figures come from peers, and
-/// a wrapped sum would turn "too many bytes" into "almost none".
-fn sum(values: impl IntoIterator<Item = u64>) -> u64 {
-    values.into_iter().fold(0, u64::saturating_add)
 }
 
 /// Checks that `need` more bytes fit each target's tier(s) as `tier` asks

@@ -48,12 +48,13 @@ impl State {
 }
 
 impl Membership {
+    /// `forget_after` is at least `dead_after` (the configuration sees to it).
     pub fn new(me: v1::Member, dead_after: Duration, forget_after: Duration) -> Self {
         Self {
             me,
             others: HashMap::new(),
             dead_after,
-            forget_after: forget_after.max(dead_after),
+            forget_after,
         }
     }
 
@@ -149,15 +150,6 @@ impl Membership {
         v
     }
 
-    /// Whether `name` is ourselves or a member currently alive.
-    pub fn is_alive(&self, name: &str, now: Instant) -> bool {
-        name == self.me.name
-            || self
-                .others
-                .get(name)
-                .is_some_and(|e| self.state_of(e, now) == State::Alive)
-    }
-
     /// Every known member with its state, ourselves included.
     pub fn all(&self, now: Instant) -> Vec<(v1::Member, State)> {
         let mut v: Vec<_> = self
@@ -206,8 +198,9 @@ mod tests {
         let later = t0 + Duration::from_secs(4);
         let names: Vec<_> = m.alive(later).into_iter().map(|x| x.name).collect();
         assert_eq!(names, vec!["a", "b"]);
-        assert!(m.is_alive("a", later) && m.is_alive("b", later));
-        assert!(!m.is_alive("c", later) && !m.is_alive("nobody", later));
+        let alive = |name| m.alive_incarnation(name, later).is_some();
+        assert!(alive("a") && alive("b"));
+        assert!(!alive("c") && !alive("nobody"));
         let all = m.all(later);
         assert_eq!(
             all.iter().find(|(x, _)| x.name == "c").unwrap().1,
@@ -242,6 +235,8 @@ mod tests {
         assert_eq!(m.alive_incarnation("b", t0), Some(5000));
         // A stale view of the old incarnation changes nothing.
         assert!(m.merge(vec![b(12, 1000)], t0).is_empty());
+        assert_eq!(m.alive_incarnation("b", t0), Some(5000));
+        // A dead member has no incarnation.
         assert_eq!(m.alive_incarnation("b", t0 + Duration::from_secs(4)), None);
     }
 
@@ -263,6 +258,6 @@ mod tests {
         assert_eq!(m.me().heartbeat, 2);
         // c starts again: it beats, and is a member again.
         m.merge(vec![member("c", 7)], t1);
-        assert!(m.is_alive("c", t1));
+        assert!(m.alive_incarnation("c", t1).is_some());
     }
 }

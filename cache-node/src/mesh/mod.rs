@@ -771,10 +771,7 @@ impl PeerSource for Mesh {
                 .iter()
                 .map(|m| {
                     // Peers report their own quotas: a sum that saturates.
-                    let cap = m
-                        .tiers
-                        .iter()
-                        .fold(0u64, |a, t| a.saturating_add(t.quota_bytes));
+                    let cap = shoal_proto::units::sum_bytes(m.tiers.iter().map(|t| t.quota_bytes));
                     (
                         m.name.clone(),
                         m.peer_addr.clone(),

@@ -68,6 +68,17 @@ pub fn decode_key(encoded: &str) -> String {
 /// Characters of an SDK error's context kept in an error message.
 const MAX_CONTEXT: usize = 300;
 
+/// A `Content-Range: bytes FIRST-LAST/TOTAL` header's range and total,
+/// each `None` when absent or not numbers (`*`).
+fn parse_content_range(cr: &str) -> (Option<(u64, u64)>, Option<u64>) {
+    let (range, total) = cr.rsplit_once('/').unwrap_or((cr, ""));
+    let got = range
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    (got, total.parse().ok())
+}
+
 /// ETags are quoted on GET/HEAD and sometimes unquoted in listings.
 pub fn unquote_etag(etag: &str) -> &str {
     let e = etag.strip_prefix("W/").unwrap_or(etag);
@@ -326,10 +337,8 @@ impl Origin for S3Origin {
             detail,
         };
         let got_etag = resp.e_tag().map(unquote_etag).unwrap_or("");
-        let total = resp
-            .content_range()
-            .and_then(|r| r.rsplit('/').next())
-            .and_then(|t| t.parse::<u64>().ok());
+        let content_range = resp.content_range();
+        let (got, total) = content_range.map_or((None, None), parse_content_range);
         check_version(
             object,
             got_etag,
@@ -340,12 +349,7 @@ impl Origin for S3Origin {
         let want = range.end - range.start;
         // A 206 must be the range asked for: bytes of another range (a
         // broken proxy or server) would be hashed and kept as the truth.
-        if let Some(cr) = resp.content_range() {
-            let got = cr
-                .strip_prefix("bytes ")
-                .and_then(|r| r.split('/').next())
-                .and_then(|r| r.split_once('-'))
-                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        if let Some(cr) = content_range {
             if got != Some((range.start, range.end - 1)) {
                 return Err(OriginError::Unavailable(format!(
                     "{}: asked for bytes {}-{}, the origin answered Content-Range {cr:?}",
@@ -358,7 +362,7 @@ impl Origin for S3Origin {
         // Some servers answer a ranged GET with 200 and the whole object
         // (Content-Length = object size; rclone sends 200 with only the
         // range): stream it and keep only the range, never the object.
-        let whole_object = resp.content_range().is_none()
+        let whole_object = content_range.is_none()
             && want != object.size
             && resp.content_length().and_then(|l| u64::try_from(l).ok()) == Some(object.size);
         let body_err = |e: &dyn std::fmt::Display| {
