@@ -22,30 +22,42 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(&fds_path)
         .compile_protos(&["proto/shoal.proto"], &["proto"])?;
     let fds = FileDescriptorSet::decode(std::fs::read(&fds_path)?.as_slice())?;
-    let mut rows = String::new();
+    let (mut rows, mut sizes) = (String::new(), String::new());
     for file in &fds.file {
-        let package = file.package();
+        let package = format!(".{}.", file.package());
         for msg in &file.message_type {
-            shape(&mut rows, package, msg);
+            shape(&mut rows, &package, msg);
+            let _ = writeln!(
+                sizes,
+                "    ({name:?}, std::mem::size_of::<crate::v1::{name}>()),",
+                name = msg.name()
+            );
         }
     }
     let table = format!(
         "/// (message, field number, what the field holds), generated from shoal.proto.\n\
-         pub(crate) const SHAPE: &[(&str, u32, Field)] = &[\n{rows}];\n"
+         pub(crate) const SHAPE: &[(&str, u32, Field)] = &[\n{rows}];\n\
+         /// Every message and its size in memory.\n\
+         #[cfg(test)]\n\
+         pub(crate) const SIZES: &[(&str, usize)] = &[\n{sizes}];\n"
     );
     std::fs::write(out.join("shape.rs"), table)?;
     Ok(())
 }
 
-/// One row per field of `msg` (and of the messages nested in it) that
-/// decodes to more than its wire bytes: nested messages, map entries and
-/// packed repeated numbers.
-fn shape(rows: &mut String, scope: &str, msg: &DescriptorProto) {
-    let name = format!("{scope}.{}", msg.name());
+/// One row per field of `msg` that decodes to more than its wire bytes:
+/// nested messages, map entries and packed repeated numbers. Messages are
+/// named as prost's `Name::NAME` (the protocol has one package, and no
+/// nested messages but map entries).
+fn shape(rows: &mut String, package: &str, msg: &DescriptorProto) {
+    let name = msg.name();
     for f in &msg.field {
         let field = match f.r#type() {
             Type::Message => {
-                let nested = f.type_name().trim_start_matches('.');
+                let nested = f
+                    .type_name()
+                    .strip_prefix(package)
+                    .expect("messages of this package");
                 let is_map = msg.nested_type.iter().any(|n| {
                     format!("{name}.{}", n.name()) == nested
                         && n.options.as_ref().is_some_and(|o| o.map_entry())
@@ -61,8 +73,5 @@ fn shape(rows: &mut String, scope: &str, msg: &DescriptorProto) {
             _ => continue,
         };
         let _ = writeln!(rows, "    ({name:?}, {}, {field}),", f.number());
-    }
-    for nested in &msg.nested_type {
-        shape(rows, &name, nested);
     }
 }
