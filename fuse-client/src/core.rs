@@ -760,14 +760,15 @@ impl Core {
                 }
             }
         }
-        let data = match self.call_until(deadline, Req::Read(range)).await? {
-            Resp::Data(d) => d.data,
-            _ => return Err(FsError::Remote("unexpected response".into())),
-        };
+        let answer = self.call_until(deadline, Req::Read(range)).await;
+        // Whatever the read's outcome: the plan counts this range as warmed.
         if let Some(range) = warm_after {
             self.prefetch(&f.path, range);
         }
-        Ok(data)
+        match answer? {
+            Resp::Data(d) => Ok(d.data),
+            _ => Err(FsError::Remote("unexpected response".into())),
+        }
     }
 
     /// Warms `range` in the node's tiers in the background, within the

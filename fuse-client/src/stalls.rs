@@ -33,22 +33,18 @@ const MAX_REMEMBERED: usize = 256;
 #[derive(Debug, Default)]
 pub struct Stalls {
     ranges: HashMap<Box<str>, Vec<(Range<u64>, Instant)>>,
-    count: usize,
 }
 
 impl Stalls {
     /// A read of `range` of `path` timed out at `now`.
     pub fn timed_out(&mut self, path: &str, range: Range<u64>, now: Instant) {
-        self.forget_before(now);
-        if self.count >= MAX_REMEMBERED {
+        if self.forget_before(now) >= MAX_REMEMBERED {
             self.ranges.clear();
-            self.count = 0;
         }
         self.ranges
             .entry(path.into())
             .or_default()
             .push((range, now));
-        self.count += 1;
     }
 
     /// Whether a read of `range` of `path` at `now` retries a timeout.
@@ -62,17 +58,20 @@ impl Stalls {
         })
     }
 
-    fn forget_before(&mut self, now: Instant) {
-        if self.count == 0 {
-            return;
-        }
-        let mut count = 0;
+    /// Drops timeouts past the window; how many are left.
+    fn forget_before(&mut self, now: Instant) -> usize {
+        let mut left = 0;
         self.ranges.retain(|_, v| {
             v.retain(|(_, at)| now.saturating_duration_since(*at) < RETRY_WINDOW);
-            count += v.len();
+            left += v.len();
             !v.is_empty()
         });
-        self.count = count;
+        left
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.ranges.values().map(Vec::len).sum()
     }
 }
 
@@ -104,10 +103,10 @@ mod tests {
         for i in 0..10 * MAX_REMEMBERED as u64 {
             s.timed_out(&format!("f{i}"), 0..1, t0);
         }
-        assert!(s.count <= MAX_REMEMBERED);
+        assert!(s.count() <= MAX_REMEMBERED);
         assert!(s.ranges.values().map(Vec::len).sum::<usize>() <= MAX_REMEMBERED);
         // Old entries go as new ones come.
         s.timed_out("late", 0..1, t0 + RETRY_WINDOW);
-        assert_eq!(s.count, 1);
+        assert_eq!(s.count(), 1);
     }
 }
