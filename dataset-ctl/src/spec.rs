@@ -17,7 +17,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use shoal_proto::cli::{one_line, quote};
+use shoal_proto::cli::{parser_error, quote};
 use shoal_proto::v1;
 
 #[derive(Debug, Deserialize)]
@@ -66,12 +66,9 @@ pub fn parse_policy(s: &str) -> Result<v1::TierPolicy> {
     )
 }
 
-/// Characters of a YAML error kept (it may quote the input at length).
-const YAML_ERROR_CHARS: usize = 200;
-
 /// A YAML error as one short line.
 fn yaml_error(e: serde_yaml::Error) -> anyhow::Error {
-    anyhow!(one_line(&e.to_string(), YAML_ERROR_CHARS))
+    anyhow!(parser_error(&e))
 }
 
 /// Parses every document of a YAML stream into dataset specs. An error is

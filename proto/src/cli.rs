@@ -35,6 +35,15 @@ pub fn quote(value: &str) -> String {
     format!("{head:?}…")
 }
 
+/// Characters of a parser's error kept (a YAML or JSON error quotes the
+/// offending value, which may be anything).
+const PARSER_ERROR_CHARS: usize = 200;
+
+/// A parser's error (YAML, JSON) as one short line.
+pub fn parser_error(e: &impl std::fmt::Display) -> String {
+    one_line(&e.to_string(), PARSER_ERROR_CHARS)
+}
+
 /// `msg` as one line of at most `max` characters: whitespace runs become
 /// one space, and a longer message keeps its start (what is wrong) and its
 /// end (where, e.g. "at line 3 column 7") around an ellipsis.

@@ -76,28 +76,25 @@ const EVENTS_KEPT: usize = 10_000;
 /// ever waits on the database. A crash can lose the last queued writes;
 /// the agents' next heartbeats reconcile what they describe.
 ///
-/// The writer thread holds the database; dropping `Persist` closes the
-/// queue and waits for the thread, so the database is closed before the
-/// process exits (RocksDB still open at exit aborted the process in its
-/// static destructors: "pthread lock: Invalid argument", 1 stop in 10).
+/// The writer thread holds the database; [`Persist::close`] (a stop, or
+/// the drop) ends the queue and waits for the thread, so every queued write
+/// is done and the database closed before the process exits (RocksDB still
+/// open at exit aborted the process in its static destructors: "pthread
+/// lock: Invalid argument", 1 stop in 10).
 struct Persist {
-    tx: Option<std::sync::mpsc::Sender<Op>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    tx: Mutex<Option<std::sync::mpsc::Sender<Op>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Persist {
     fn drop(&mut self) {
-        self.tx.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        self.close();
     }
 }
 
 enum Op {
     Put(String, Vec<u8>),
     Delete(String),
-    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl Persist {
@@ -110,10 +107,6 @@ impl Persist {
                     let r = match op {
                         Op::Put(k, v) => db.put(k.as_bytes(), v),
                         Op::Delete(k) => db.delete(k.as_bytes()),
-                        Op::Flush(done) => {
-                            let _ = done.send(());
-                            Ok(())
-                        }
                     };
                     if let Err(e) = r {
                         tracing::error!(error = %e, "writing scheduler state failed");
@@ -121,13 +114,16 @@ impl Persist {
                 }
             })?;
         Ok(Self {
-            tx: Some(tx),
-            writer: Some(writer),
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
         })
     }
 
-    fn send(&self, op: Op) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.send(op).is_ok())
+    /// Queues `op`; after [`Persist::close`] nothing is written any more.
+    fn send(&self, op: Op) {
+        if let Some(tx) = self.tx.lock().expect("persist lock").as_ref() {
+            let _ = tx.send(op);
+        }
     }
 
     fn put<T: Serialize>(&self, key: String, v: &T) {
@@ -139,11 +135,12 @@ impl Persist {
         self.send(Op::Delete(key));
     }
 
-    /// Waits until everything queued so far is written.
-    fn flush(&self) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        if self.send(Op::Flush(tx)) {
-            let _ = rx.recv();
+    /// Writes everything queued, stops the writer and closes the database.
+    fn close(&self) {
+        self.tx.lock().expect("persist lock").take();
+        let writer = self.writer.lock().expect("persist lock").take();
+        if let Some(w) = writer {
+            let _ = w.join();
         }
     }
 }
@@ -1377,7 +1374,7 @@ pub async fn serve(
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await?;
     rounds.await?;
-    tokio::task::spawn_blocking(move || s.persist.flush()).await?;
+    tokio::task::spawn_blocking(move || s.persist.close()).await?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use shoal_proto::cli::{one_line, quote};
+use shoal_proto::cli::{parser_error, quote};
 
 /// `kind` of a deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,18 +155,11 @@ fn api_version() -> String {
     "shoal.io/v1alpha1".into()
 }
 
-/// Characters of a YAML error kept (it may quote the input at length).
-const YAML_ERROR_CHARS: usize = 200;
-
 /// Parses one deployment from YAML (JSON is YAML too). An error is one
 /// short line, however long the value it complains about.
 pub fn parse(text: &str) -> Result<Deployment, String> {
-    let d: Deployment = serde_yaml::from_str(text).map_err(|e| {
-        format!(
-            "invalid deployment spec: {}",
-            one_line(&e.to_string(), YAML_ERROR_CHARS)
-        )
-    })?;
+    let d: Deployment = serde_yaml::from_str(text)
+        .map_err(|e| format!("invalid deployment spec: {}", parser_error(&e)))?;
     validate(&d)?;
     Ok(d)
 }
