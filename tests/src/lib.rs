@@ -146,7 +146,23 @@ impl Drop for Frozen {
     }
 }
 
+/// The value of one series (exact text, labels included) in /metrics text.
+pub fn parse_metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Waits for `child` to exit within `limit`; None if it is still running.
+/// The logs of a process's starts 1..=`starts` (each start writes its own
+/// file, named by `path`), joined: what a failure report shows.
+pub fn logs_of_starts(starts: u32, path: impl Fn(u32) -> PathBuf) -> String {
+    (1..=starts)
+        .map(|i| std::fs::read_to_string(path(i)).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 pub fn wait_child(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
@@ -473,12 +489,7 @@ impl Node {
 
     /// Every log this node wrote, across restarts.
     pub fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.join(format!("node-{i}.log"))).unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs_of_starts(self.starts, |i| self.dir.join(format!("node-{i}.log")))
     }
 
     /// Runs dataset-ctl against this node.
@@ -536,11 +547,13 @@ impl Node {
 
     /// The value of one metric line (exact series text) from `/metrics`.
     pub fn metric(&self, series: &str) -> f64 {
+        self.metric_opt(series).unwrap_or(0.0)
+    }
+
+    /// One series of this node's /metrics; `None` when it is not exported.
+    pub fn metric_opt(&self, series: &str) -> Option<f64> {
         let (_, body) = http_get(&self.admin, "/metrics").expect("metrics");
-        body.lines()
-            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
+        parse_metric(&body, series)
     }
 }
 

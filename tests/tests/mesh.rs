@@ -191,6 +191,12 @@ fn a_restarted_peer_costs_a_reader_about_a_gossip_round() {
     nodes[2].kill9();
     nodes[2].restart().unwrap();
     let restarted_in = t0.elapsed();
+    // Only a restart within the detector's delay (3 s) and QUIC's idle
+    // timeout (5 s) leaves a stale connection: the case under test.
+    assert!(
+        restarted_in < Duration::from_millis(2500),
+        "the restart took {restarted_in:?}: the stale-connection case was not reached"
+    );
     let took = timed_cat(&nodes[0], &big);
     // Before, the stale connection's idle timeout (5 s from the kill)
     // came first: 5.7-6.1 s. Now about a gossip round (0.5 s) and the read.

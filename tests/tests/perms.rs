@@ -57,7 +57,8 @@ fn a_local_origin_keeps_its_owners_and_modes_and_cp_a_equals_a_copy_of_it() {
     std::fs::write(origin.join("run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
     let modes = [
         ("public.txt", 0o644),
-        ("team", 0o750),
+        // Open to all: a private file below must be refused by its own mode.
+        ("team", 0o755),
         ("team/secret.bin", 0o600),
         ("team/private", 0o700),
         ("team/private/key", 0o400),

@@ -202,9 +202,9 @@ const XML_DICT: &[&[u8]] = &[
     b"//",
 ];
 
-#[test]
-fn hostile_listings_list_or_fail() {
-    let rt = s3_runtime();
+/// An `S3Origin` for `s3://bucket/data` over a local server that answers
+/// every request with the listing XML last put in the returned body.
+fn listing_origin(rt: &tokio::runtime::Runtime) -> (Arc<Mutex<Vec<u8>>>, S3Origin) {
     let body = Arc::new(Mutex::new(Vec::new()));
     let page = body.clone();
     let endpoint = rt.block_on(serve(Arc::new(move |_head: &str| {
@@ -217,6 +217,13 @@ fn hostile_listings_list_or_fail() {
     let origin = rt
         .block_on(S3Origin::new("bucket".into(), "data".into(), &endpoint, ""))
         .unwrap();
+    (body, origin)
+}
+
+#[test]
+fn hostile_listings_list_or_fail() {
+    let rt = s3_runtime();
+    let (body, origin) = listing_origin(&rt);
     let listings = mutator::hostile(mutator::seeds("s3-list"), XML_DICT);
     proptest!(mutator::config(500), |(xml in listings)| {
         *body.lock().unwrap() = xml;
@@ -288,18 +295,7 @@ fn any_region_endpoint_and_prefix_fail_cleanly() {
 #[test]
 fn seed_listings_list_as_expected() {
     let rt = s3_runtime();
-    let body = Arc::new(Mutex::new(Vec::new()));
-    let page = body.clone();
-    let endpoint = rt.block_on(serve(Arc::new(move |_head: &str| {
-        http(
-            "200 OK",
-            "Content-Type: application/xml\r\n",
-            &page.lock().unwrap(),
-        )
-    })));
-    let origin = rt
-        .block_on(S3Origin::new("bucket".into(), "data".into(), &endpoint, ""))
-        .unwrap();
+    let (body, origin) = listing_origin(&rt);
     let dir = mutator::corpus_dir("s3-list");
     for (file, want) in [
         ("plain.xml", vec!["a.bin", "dir/b.bin", "dir/sub/c.txt"]),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use super::net::{ns_command, Testbed};
-use crate::{bin, wait_for, LoopFs, Mount, Proc, ACCESS_KEY, SECRET_KEY};
+use crate::{bin, logs_of_starts, wait_for, LoopFs, Mount, Proc, ACCESS_KEY, SECRET_KEY};
 
 pub const API_PORT: u16 = 7070;
 pub const ADMIN_PORT: u16 = 9464;
@@ -221,12 +221,7 @@ impl NsNode {
 
     /// Every log this node wrote, across restarts.
     pub fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.join(format!("node-{i}.log"))).unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs_of_starts(self.starts, |i| self.dir.join(format!("node-{i}.log")))
     }
 
     /// What the sampler and the convergence check need to reach the node.
@@ -360,13 +355,6 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The value of one series (exact text, labels included) in /metrics text.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// A fuse-client mount of one node's dataset, run in the node's namespace
 /// and reached over the node's Unix socket.
 pub struct NsMount {
@@ -441,13 +429,7 @@ impl NsMount {
 
     /// Every log this mount's fuse-clients wrote.
     pub fn logs(&self) -> String {
-        (1..=self.starts)
-            .map(|i| {
-                std::fs::read_to_string(self.dir.with_extension(format!("log{i}")))
-                    .unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs_of_starts(self.starts, |i| self.dir.with_extension(format!("log{i}")))
     }
 
     /// The kernel's FUSE connection of this mount (for aborting it when a

@@ -57,6 +57,10 @@ use self::report::Report;
 use self::sampler::Sampler;
 use crate::{pattern, Frozen, Proc};
 
+/// Share of a core an idle node may use (gossip, background
+/// verification); above it, after the run, the node is spinning.
+const SPINNING_SHARE: f64 = 0.5;
+
 const DATASET: &str = "ds";
 const BUCKET: &str = "bucket";
 const MIB: u64 = 1 << 20;
@@ -578,9 +582,18 @@ fn run_in(cfg: &Config, dir: &Path) -> Result<Report> {
     // Nothing reads now: a node busy all the same is spinning.
     for n in &ex.cl.nodes {
         if let Some(pid) = n.pid() {
-            report
-                .idle_cpu
-                .insert(n.name.clone(), cluster::cpu_share(pid));
+            let share = cluster::cpu_share(pid);
+            if share > SPINNING_SHARE {
+                violations.add(
+                    "spinning",
+                    format!(
+                        "{} used {:.0}% of a core over a second with nothing to do",
+                        n.name,
+                        share * 100.0
+                    ),
+                );
+            }
+            report.idle_cpu.insert(n.name.clone(), share);
         }
     }
     report.origin_injections = ex

@@ -11,8 +11,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::check::Violations;
-use super::cluster::{metric, NodeProbe};
+use super::cluster::NodeProbe;
 use crate::data_bytes;
+use crate::parse_metric as metric;
 
 /// Counters summed over nodes (and restarts) that show the read paths.
 pub const PATH_COUNTERS: [(&str, &str); 12] = [
