@@ -1454,11 +1454,11 @@ impl ChunkStore {
         let file = (fv, tier);
         let register = || {
             let mut busy = self.inner.files_busy.lock().expect("files lock");
-            let free = !busy.removing.contains(&file);
-            if free {
-                *busy.writes.entry(file).or_default() += 1;
+            if busy.removing.contains(&file) {
+                return None;
             }
-            free.then_some(WriteGuard {
+            *busy.writes.entry(file).or_default() += 1;
+            Some(WriteGuard {
                 store: &self.inner,
                 file,
             })
