@@ -1866,18 +1866,37 @@ fn tier_map(socket: &Path, ds: &Dataset, rels: &[String]) -> Result<HashMap<Stri
     })
 }
 
-struct Rclone {
+/// Another tool's FUSE mount (rclone, JuiceFS, mount-s3): started by its
+/// own command, with a cache directory that a cold run removes.
+struct PeerMount {
+    name: &'static str,
     mount: Option<ExtMount>,
-    bin: PathBuf,
-    conf: PathBuf,
+    /// The tool's mount command for a start (it names `cache` and `dir`).
+    command: Box<dyn Fn() -> Result<Command>>,
     cache: PathBuf,
     dir: PathBuf,
     logs: PathBuf,
     starts: u32,
+    /// The FUSE requests are served by the child of the process started
+    /// (juicefs forks): whose memory is measured.
+    served_by_child: bool,
+    /// What the mount needs alive (JuiceFS's own S3 server).
+    _keep: Option<ExtraServer>,
 }
 
-impl Rclone {
-    fn new(bin: PathBuf, endpoint: &str, work: &Path, shm: &Path) -> Result<Self> {
+impl PeerMount {
+    fn start(&mut self) -> Result<()> {
+        self.starts += 1;
+        let cmd = (self.command)()?;
+        let log = self
+            .logs
+            .join(format!("{}-mount-{}.log", self.name, self.starts));
+        self.mount = Some(ExtMount::spawn(cmd, &self.dir, &log)?);
+        Ok(())
+    }
+
+    /// `rclone mount` with a full VFS cache.
+    fn rclone(bin: PathBuf, endpoint: &str, work: &Path, shm: &Path) -> Result<Self> {
         let conf = work.join("rclone.conf");
         std::fs::write(
             &conf,
@@ -1886,85 +1905,34 @@ impl Rclone {
                  access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\n"
             ),
         )?;
+        let (cache, dir) = (shm.join("rclone-cache"), work.join("rclone-mnt"));
+        let (c, d) = (cache.clone(), dir.clone());
         Ok(Self {
+            name: "rclone",
             mount: None,
-            bin,
-            conf,
-            cache: shm.join("rclone-cache"),
-            dir: work.join("rclone-mnt"),
+            command: Box::new(move || {
+                let mut cmd = Command::new(&bin);
+                cmd.arg("mount")
+                    .arg("--config")
+                    .arg(&conf)
+                    .arg(format!("shoals3:{BUCKET}"))
+                    .arg(&d)
+                    .args(["--vfs-cache-mode", "full", "--read-only"])
+                    .arg("--cache-dir")
+                    .arg(&c);
+                Ok(cmd)
+            }),
+            cache,
+            dir,
             logs: work.to_path_buf(),
             starts: 0,
+            served_by_child: false,
+            _keep: None,
         })
     }
 
-    fn start(&mut self) -> Result<()> {
-        self.starts += 1;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("mount")
-            .arg("--config")
-            .arg(&self.conf)
-            .arg(format!("shoals3:{BUCKET}"))
-            .arg(&self.dir)
-            .args(["--vfs-cache-mode", "full", "--read-only"])
-            .arg("--cache-dir")
-            .arg(&self.cache);
-        let log = self.logs.join(format!("rclone-mount-{}.log", self.starts));
-        self.mount = Some(ExtMount::spawn(cmd, &self.dir, &log)?);
-        Ok(())
-    }
-}
-
-impl System for Rclone {
-    fn name(&self) -> &'static str {
-        "rclone"
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.clone()
-    }
-
-    fn cold(&mut self) -> Result<()> {
-        self.stop()?;
-        let _ = std::fs::remove_dir_all(&self.cache);
-        self.start()
-    }
-
-    fn remount(&mut self) -> Result<()> {
-        self.stop()?;
-        self.start()
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        match self.mount.take() {
-            Some(mut m) => m.stop(),
-            None => Ok(()),
-        }
-    }
-
-    fn mount_pid(&self) -> Option<u32> {
-        self.mount.as_ref().map(|m| m.pid())
-    }
-
-    fn settle(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-}
-
-struct Juicefs {
-    mount: Option<ExtMount>,
-    /// Its own `rclone serve s3` over the same directory (see `setup`).
-    _s3: ExtraServer,
-    bin: PathBuf,
-    meta: String,
-    cache: PathBuf,
-    dir: PathBuf,
-    logs: PathBuf,
-    starts: u32,
-}
-
-impl Juicefs {
-    /// Formats a volume in bucket `jfs` of an S3 server over `s3_root`,
-    /// mounts it and copies the dataset in (untimed).
+    /// Formats a JuiceFS volume in bucket `jfs` of an S3 server over
+    /// `s3_root`, mounts it and copies the dataset in (untimed).
     ///
     /// The S3 server is a second `rclone serve s3` over the same directory,
     /// in the origin's namespace behind its own delay relay (the same link
@@ -1973,7 +1941,13 @@ impl Juicefs {
     /// writes its chunks) leaves rclone spinning a core forever ("forgetting
     /// directory cache" in a loop), which would skew every later measurement.
     /// The bucket directory must exist before (rclone lists buckets at start).
-    fn setup(bin: PathBuf, origin: &Origin, cx: &Ctx<'_>, work: &Path, shm: &Path) -> Result<Self> {
+    fn juicefs(
+        bin: PathBuf,
+        origin: &Origin,
+        cx: &Ctx<'_>,
+        work: &Path,
+        shm: &Path,
+    ) -> Result<Self> {
         let (ds, clock) = (cx.ds, cx.clock);
         let s3 = origin.extra_server("5s")?;
         let meta = format!("sqlite3://{}", work.join("jfs.db").display());
@@ -1994,15 +1968,29 @@ impl Juicefs {
                 .last()
                 .unwrap_or("")
         );
+        let (cache, dir) = (shm.join("juicefs-cache"), work.join("juicefs-mnt"));
+        let (c, d) = (cache.clone(), dir.clone());
         let mut j = Self {
+            name: "juicefs",
             mount: None,
-            _s3: s3,
-            bin,
-            meta,
-            cache: shm.join("juicefs-cache"),
-            dir: work.join("juicefs-mnt"),
+            command: Box::new(move || {
+                let mut cmd = Command::new(&bin);
+                cmd.arg("mount")
+                    .arg(&meta)
+                    .arg(&d)
+                    .arg("--cache-dir")
+                    .arg(&c)
+                    .args(["--cache-size", "16384", "--no-usage-report", "--no-bgjob"])
+                    .arg("--metrics")
+                    .arg(format!("127.0.0.1:{}", free_port()));
+                Ok(cmd)
+            }),
+            cache,
+            dir,
             logs: work.to_path_buf(),
             starts: 0,
+            served_by_child: true,
+            _keep: Some(s3),
         };
         j.start()?;
         let start = Instant::now();
@@ -2024,107 +2012,40 @@ impl Juicefs {
         Ok(j)
     }
 
-    fn start(&mut self) -> Result<()> {
-        self.starts += 1;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("mount")
-            .arg(&self.meta)
-            .arg(&self.dir)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(["--cache-size", "16384", "--no-usage-report", "--no-bgjob"])
-            .arg("--metrics")
-            .arg(format!("127.0.0.1:{}", free_port()));
-        let log = self.logs.join(format!("juicefs-mount-{}.log", self.starts));
-        self.mount = Some(ExtMount::spawn(cmd, &self.dir, &log)?);
-        Ok(())
-    }
-}
-
-impl System for Juicefs {
-    fn name(&self) -> &'static str {
-        "juicefs"
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.clone()
-    }
-
-    fn cold(&mut self) -> Result<()> {
-        self.stop()?;
-        let _ = std::fs::remove_dir_all(&self.cache);
-        self.start()
-    }
-
-    fn remount(&mut self) -> Result<()> {
-        self.stop()?;
-        self.start()
-    }
-
-    fn stop(&mut self) -> Result<()> {
-        match self.mount.take() {
-            Some(mut m) => m.stop(),
-            None => Ok(()),
-        }
-    }
-
-    fn mount_pid(&self) -> Option<u32> {
-        self.mount
-            .as_ref()
-            .map(|m| first_child(m.pid()).unwrap_or(m.pid()))
-    }
-
-    fn settle(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-}
-
-/// Mountpoint for Amazon S3 (`mount-s3`), only when already installed.
-struct MountS3 {
-    mount: Option<ExtMount>,
-    bin: PathBuf,
-    endpoint: String,
-    cache: PathBuf,
-    dir: PathBuf,
-    logs: PathBuf,
-    starts: u32,
-}
-
-impl MountS3 {
-    fn new(bin: PathBuf, endpoint: &str, work: &Path, shm: &Path) -> Self {
+    /// Mountpoint for Amazon S3 (`mount-s3`), only when already installed.
+    fn mount_s3(bin: PathBuf, endpoint: &str, work: &Path, shm: &Path) -> Self {
+        let (cache, dir) = (shm.join("mount-s3-cache"), work.join("mount-s3-mnt"));
+        let (c, d, endpoint) = (cache.clone(), dir.clone(), endpoint.to_string());
         Self {
+            name: "mount-s3",
             mount: None,
-            bin,
-            endpoint: endpoint.to_string(),
-            cache: shm.join("mount-s3-cache"),
-            dir: work.join("mount-s3-mnt"),
+            command: Box::new(move || {
+                std::fs::create_dir_all(&c)?;
+                let mut cmd = Command::new(&bin);
+                cmd.arg(BUCKET)
+                    .arg(&d)
+                    .args(["--foreground", "--read-only", "--force-path-style"])
+                    .args(["--region", "us-east-1", "--endpoint-url", &endpoint])
+                    .arg("--cache")
+                    .arg(&c)
+                    .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+                    .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+                    .env_remove("AWS_PROFILE");
+                Ok(cmd)
+            }),
+            cache,
+            dir,
             logs: work.to_path_buf(),
             starts: 0,
+            served_by_child: false,
+            _keep: None,
         }
-    }
-
-    fn start(&mut self) -> Result<()> {
-        self.starts += 1;
-        std::fs::create_dir_all(&self.cache)?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg(BUCKET)
-            .arg(&self.dir)
-            .args(["--foreground", "--read-only", "--force-path-style"])
-            .args(["--region", "us-east-1", "--endpoint-url", &self.endpoint])
-            .arg("--cache")
-            .arg(&self.cache)
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env_remove("AWS_PROFILE");
-        let log = self.logs.join(format!("mount-s3-{}.log", self.starts));
-        self.mount = Some(ExtMount::spawn(cmd, &self.dir, &log)?);
-        Ok(())
     }
 }
 
-impl System for MountS3 {
+impl System for PeerMount {
     fn name(&self) -> &'static str {
-        "mount-s3"
+        self.name
     }
 
     fn root(&self) -> PathBuf {
@@ -2150,7 +2071,12 @@ impl System for MountS3 {
     }
 
     fn mount_pid(&self) -> Option<u32> {
-        self.mount.as_ref().map(|m| m.pid())
+        let pid = self.mount.as_ref()?.pid();
+        Some(if self.served_by_child {
+            first_child(pid).unwrap_or(pid)
+        } else {
+            pid
+        })
     }
 
     fn settle(&self) -> Duration {
@@ -2867,7 +2793,7 @@ fn main() -> Result<()> {
         res.missing
             .insert("rclone", "skipped (--skip rclone)".into());
     } else {
-        systems.push(Box::new(Rclone::new(
+        systems.push(Box::new(PeerMount::rclone(
             rclone.clone(),
             &origin.endpoint,
             &work,
@@ -2877,7 +2803,7 @@ fn main() -> Result<()> {
     match juicefs {
         Ok(bin) => {
             clock.log(format!("juicefs: {}", tool_version(&bin, "--version")));
-            match Juicefs::setup(bin, &origin, &cx, &work, &shm) {
+            match PeerMount::juicefs(bin, &origin, &cx, &work, &shm) {
                 Ok(j) => systems.push(Box::new(j)),
                 Err(e) => {
                     let why = format!("{e:#}");
@@ -2894,7 +2820,7 @@ fn main() -> Result<()> {
     match &mount_s3 {
         Ok(bin) => {
             clock.log(format!("mount-s3: {}", tool_version(bin, "--version")));
-            systems.push(Box::new(MountS3::new(
+            systems.push(Box::new(PeerMount::mount_s3(
                 bin.clone(),
                 &origin.endpoint,
                 &work,
