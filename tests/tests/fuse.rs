@@ -424,12 +424,7 @@ fn walking_a_tree_fetches_the_next_listings_ahead() {
         }
     }
     let source = format!("file://{}", src.display());
-    let out = fx.node.create("tree", &source, None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.node.ctl_ok(&["create", "tree", "--source", &source]);
     let mnt = fx.tmp.path().join("mnt");
     let _m = Mount::start(&fx.node, "tree", &mnt, &[]).unwrap();
     let listings = || fx.node.metric("shoal_api_requests_total{op=\"list_dir\"}") as u64;
@@ -512,12 +507,7 @@ fn forgotten_inodes_are_dropped_and_memory_stays_bounded() {
     }
     want.sort();
     let source = format!("file://{}", src.display());
-    let out = fx.node.create("many", &source, None, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fx.node.ctl_ok(&["create", "many", "--source", &source]);
     let mnt = fx.tmp.path().join("mnt");
     let m = Mount::start(&fx.node, "many", &mnt, &[]).unwrap();
     let pid = m.proc.pid();
