@@ -265,6 +265,12 @@ fn run(args: Args) -> Result<()> {
     }
     if fuse_thread.is_finished() {
         match fuse_thread.join() {
+            // We unmounted: the kernel ending the connection (ENODEV, or
+            // ECONNABORTED when the detached mount's last user closes it
+            // while a request is being read) is the end of a clean stop.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                tracing::debug!(error = %e, "FUSE connection ended after the unmount");
+            }
             Ok(r) => r.context("FUSE session")?,
             Err(_) => bail!("FUSE thread panicked"),
         }
